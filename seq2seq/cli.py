@@ -1,0 +1,176 @@
+"""The `seq2seq` command: each subcommand parses its arguments and calls one function of the package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable
+
+from .errors import Seq2SeqError
+
+SET_HELP = "override a config field, e.g. --set train.lr=1e-3 (repeatable)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        args.handler(args)
+    except Seq2SeqError as exc:
+        print(f"seq2seq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seq2seq {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (e.g. `| head`): not an error of ours.
+        sys.stderr.close()
+        return 0
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent neural machine translation with GRUs.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, helptext, add_arguments, handler in _COMMANDS:
+        sub = commands.add_parser(name, help=helptext, description=helptext)
+        add_arguments(sub)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def _config_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("config", help="YAML config file (see configs/)")
+    sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help=SET_HELP)
+
+
+def _decode_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("-c", "--checkpoint", required=True, help="a checkpoint written by `seq2seq train`")
+    sub.add_argument("--beam-size", type=int, help="1 = greedy (default: the checkpoint's decode.beam_size)")
+    sub.add_argument("--nbest", type=int, help="hypotheses per sentence, best first (translate only)")
+    sub.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha; 0 = none")
+    sub.add_argument("--max-length-a", type=float, help="output limit a * source_length + b: the a")
+    sub.add_argument("--max-length-b", type=int, help="output limit a * source_length + b: the b")
+    sub.add_argument("--min-length", type=int, help="minimum output length in tokens")
+    sub.add_argument("--no-repeat-ngram", type=int, help="block repeated n-grams of this size; 0 = off")
+    sub.add_argument("--batch-size", type=int, help="tokens per decoding batch")
+    sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    sub.add_argument("--attention-plot", metavar="DIR", help="write one attention heatmap PNG per sentence")
+
+
+def _decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("beam_size", "nbest", "length_penalty", "max_length_a", "max_length_b", "min_length",
+             "no_repeat_ngram", "batch_size")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _bleu_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--json", dest="as_json", action="store_true", help="print the scores as one JSON object")
+    sub.add_argument("--tokenize", default="13a", help="sacrebleu tokenizer for BLEU: 13a (default), intl, none, ...")
+    sub.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU, as some published figures are")
+
+
+def _prepare_arguments(sub: argparse.ArgumentParser) -> None:
+    _config_arguments(sub)
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .data import prepare
+
+    prepare(load_config(args.config, args.overrides))
+
+
+def _train_arguments(sub: argparse.ArgumentParser) -> None:
+    _config_arguments(sub)
+    sub.add_argument("--run-dir", help="where checkpoints, the config and the log go (default: runs/<config name>)")
+    sub.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last.pt")
+    sub.add_argument("--overwrite", action="store_true", help="discard a run already in --run-dir")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .config import load_config
+    from .train import train
+
+    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    train(load_config(args.config, args.overrides), run_dir=run_dir, resume=args.resume, overwrite=args.overwrite)
+
+
+def _translate_arguments(sub: argparse.ArgumentParser) -> None:
+    _decode_arguments(sub)
+    sub.add_argument("-i", "--input", help="source sentences, one per line (default: stdin; .gz accepted)")
+    sub.add_argument("-o", "--output", help="where translations go (default: stdout)")
+
+
+def _run_translate(args: argparse.Namespace) -> None:
+    from .translate import translate_command
+
+    translate_command(checkpoint=args.checkpoint, input_path=args.input, output_path=args.output,
+                      decode_overrides=_decode_overrides(args), device=args.device,
+                      attention_plot=args.attention_plot)
+
+
+def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
+    _decode_arguments(sub)
+    sub.add_argument("--src", required=True, help="source file (.gz accepted)")
+    sub.add_argument("--ref", required=True, help="reference translations (.gz accepted)")
+    sub.add_argument("-o", "--output", help="also write the translations to this file")
+    _bleu_arguments(sub)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_command
+
+    evaluate_command(checkpoint=args.checkpoint, src_path=args.src, ref_path=args.ref,
+                     decode_overrides=_decode_overrides(args), device=args.device, as_json=args.as_json,
+                     tokenize=args.tokenize, lowercase=args.lowercase, attention_plot=args.attention_plot,
+                     output_path=args.output)
+
+
+def _score_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--hyp", required=True, help="system output, one sentence per line (.gz accepted)")
+    sub.add_argument("--ref", required=True, help="reference translations (.gz accepted)")
+    _bleu_arguments(sub)
+
+
+def _run_score(args: argparse.Namespace) -> None:
+    from .evaluate import score_command
+
+    score_command(hyp_path=args.hyp, ref_path=args.ref, as_json=args.as_json, tokenize=args.tokenize,
+                  lowercase=args.lowercase)
+
+
+def _inspect_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("-c", "--checkpoint", required=True, help="a checkpoint written by `seq2seq train`")
+    sub.add_argument("sentences", nargs="*", help="source sentences to inspect")
+    sub.add_argument("-i", "--input", help="a file of source sentences, one per line")
+    sub.add_argument("--json", dest="as_json", action="store_true", help="one JSON object per sentence")
+    sub.add_argument("--plot", metavar="DIR", help="write attention and update-gate PNGs here")
+    sub.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+
+
+def _run_inspect(args: argparse.Namespace) -> None:
+    from .inspection import inspect_command
+
+    inspect_command(checkpoint=args.checkpoint, sentences=args.sentences, input_path=args.input,
+                    as_json=args.as_json, plot_dir=args.plot, device=args.device)
+
+
+_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = [
+    ("prepare", "train or load the tokenizer, encode the corpus, print statistics", _prepare_arguments,
+     _run_prepare),
+    ("train", "train a model end to end", _train_arguments, _run_train),
+    ("translate", "translate sentences with a checkpoint", _translate_arguments, _run_translate),
+    ("evaluate", "translate a test set and score it (BLEU, chrF, TER)", _evaluate_arguments, _run_evaluate),
+    ("score", "score existing translations against references", _score_arguments, _run_score),
+    ("inspect", "show the context vector, attention and GRU gates of a model on a sentence", _inspect_arguments,
+     _run_inspect),
+]
