@@ -1,0 +1,104 @@
+"""Checkpoints: one self-contained file with the weights, the resolved config and the tokenizer.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+with ``torch.load(..., weights_only=True)``: opening one from an untrusted source cannot
+run code. Writes go to a temporary file that is renamed over the target, so a crash
+never leaves a half-written checkpoint in place of a good one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, config_from_dict, config_to_dict
+from .errors import CheckpointError, ConfigError
+
+FORMAT = "seq2seq-checkpoint"
+VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, with the tokenizer and config it was trained with."""
+
+    model: Any  # Seq2Seq, in eval mode
+    tokenizer: Any  # Tokenizer
+    config: Config
+
+
+def build_checkpoint(cfg: Config, model_state: dict[str, torch.Tensor], tokenizer_state: dict[str, Any],
+                     train_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dict that :func:`save_checkpoint` writes. ``train_state`` holds what resuming needs."""
+    checkpoint = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg),
+                  "tokenizer": tokenizer_state, "model": model_state}
+    if train_state is not None:
+        checkpoint["train_state"] = train_state
+    return checkpoint
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: to a temporary file in the same directory, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a missing, truncated or foreign file raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+        raise CheckpointError(f"{path} is not a readable seq2seq checkpoint (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a seq2seq checkpoint (no '{FORMAT}' marker)")
+    if checkpoint.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {checkpoint.get('version')}; "
+                              f"this seq2seq reads version {VERSION}")
+    for key in ("config", "tokenizer", "model"):
+        if key not in checkpoint:
+            raise CheckpointError(f"{path} lacks the '{key}' entry")
+    return checkpoint
+
+
+def config_of(checkpoint: dict[str, Any], path: str | Path) -> Config:
+    """The resolved config stored in a checkpoint."""
+    try:
+        return config_from_dict(checkpoint["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} holds a config this version cannot read: {exc}") from exc
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model and tokenizer of a checkpoint, in eval mode on ``device``."""
+    from .model.seq2seq import Seq2Seq
+    from .tokenizer import Tokenizer
+
+    checkpoint = load_checkpoint(path)
+    cfg = config_of(checkpoint, path)
+    tokenizer = Tokenizer.from_state(checkpoint["tokenizer"])
+    model = Seq2Seq.from_config(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the model its config describes: {exc}") from exc
+    model.to(device).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, config=cfg)
