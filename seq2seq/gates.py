@@ -18,6 +18,8 @@ layers while training is not reproduced.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -159,6 +161,63 @@ def transparent_cell(cell: nn.GRUCell, inputs: Tensor, h0: Tensor) -> DirectionT
     """Run an ``nn.GRUCell`` over a sequence. inputs (B, S, in), h0 (B, H) -> trace with (B, S, H) fields."""
     lengths = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long)
     return run_direction(inputs, lengths, h0, cell_weights(cell), reverse=False)
+
+
+@dataclass(frozen=True)
+class GRUCall:
+    """One call of an ``nn.GRU`` as a forward hook saw it: ``output, h_n = gru(inputs, hx)``."""
+
+    inputs: Tensor | PackedSequence
+    hx: Tensor | None
+    output: Tensor | PackedSequence
+    h_n: Tensor
+
+
+@contextlib.contextmanager
+def record_calls(gru: nn.GRU) -> Iterator[list[GRUCall]]:
+    """Record every call of ``gru`` inside the ``with`` block, e.g. the steps a decoder takes during search.
+
+    A forward hook sees exactly what the owning module fed the GRU, so nothing of that
+    module's own computation (embeddings, attention, input feeding) has to be repeated here.
+    """
+    calls: list[GRUCall] = []
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict, result: tuple[Tensor, Tensor]) -> None:
+        inputs = args[0] if args else kwargs["input"]
+        hx = args[1] if len(args) > 1 else kwargs.get("hx")
+        calls.append(GRUCall(inputs=inputs, hx=hx, output=result[0], h_n=result[1]))
+
+    handle = gru.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def replay_calls(gru: nn.GRU, calls: list[GRUCall]) -> GRUTrace:
+    """One trace over consecutive calls of a unidirectional ``gru``, each continuing from the previous ``h_n``.
+
+    That is how a decoder steps: call t+1 starts from the state call t returned. The
+    inputs of all calls are joined along time and run from the first call's ``hx``;
+    :func:`replay_difference` tells whether that reproduces every call.
+    """
+    if not calls:
+        raise ValueError("replay_calls needs at least one recorded call")
+    if gru.bidirectional or any(isinstance(call.inputs, PackedSequence) for call in calls):
+        raise ValueError("replay_calls joins the tensor inputs of a unidirectional GRU only; "
+                         "run transparent_gru on each call otherwise")
+    inputs = torch.cat([call.inputs for call in calls], dim=1 if gru.batch_first else 0)
+    return transparent_gru(gru, inputs, calls[0].hx)
+
+
+def replay_difference(gru: nn.GRU, trace: GRUTrace, calls: list[GRUCall]) -> float:
+    """Max |difference| between the replayed states and the ``h_n`` (L, B, H) each recorded call returned."""
+    worst, end = 0.0, 0
+    for call in calls:
+        end += call.inputs.shape[1 if gru.batch_first else 0]
+        replayed = torch.stack([layer[0].hidden[:, end - 1] for layer in trace.layers])  # (L, B, H)
+        worst = max(worst, (replayed - call.h_n).abs().max().item())
+    return worst
 
 
 def _to_batch_first(gru: nn.GRU, inputs: Tensor | PackedSequence) -> tuple[Tensor, Tensor]:

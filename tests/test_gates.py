@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.gates import gru_step, gru_weights, transparent_cell, transparent_gru
+from seq2seq.gates import (gru_step, gru_weights, record_calls, replay_calls, replay_difference, transparent_cell,
+                          transparent_gru)
 
 TOL = 1e-5
 
@@ -138,3 +139,29 @@ def test_unbatched_input_is_refused_with_its_shape() -> None:
     gru = _gru(num_layers=1, bidirectional=False)
     with pytest.raises(ValueError, match=r"\(6, 5\)"):
         transparent_gru(gru, torch.randn(6, 5))
+
+
+def test_recorded_one_step_calls_replay_as_one_sequence() -> None:
+    gru = _gru(num_layers=2, bidirectional=False)
+    x = torch.randn(2, 5, 5)
+    h = torch.randn(2, 2, 4)
+    with torch.no_grad(), record_calls(gru) as calls:
+        for t in range(x.shape[1]):  # a decoder's way: one step per call, the state carried over
+            _, h = gru(x[:, t:t + 1], h)
+    with torch.no_grad():
+        gru(x)  # outside the block: not recorded
+        trace = replay_calls(gru, calls)
+    assert len(calls) == 5
+    assert replay_difference(gru, trace, calls) < TOL
+    assert _max_diff(trace.h_n, h) < TOL
+
+
+def test_replay_difference_exposes_calls_that_do_not_continue_each_other() -> None:
+    gru = _gru(num_layers=1, bidirectional=False)
+    x = torch.randn(1, 3, 5)
+    with torch.no_grad(), record_calls(gru) as calls:
+        for t in range(3):
+            gru(x[:, t:t + 1], torch.randn(1, 1, 4))  # a fresh state every step
+    with torch.no_grad():
+        trace = replay_calls(gru, calls)
+    assert replay_difference(gru, trace, calls) > 1e-3
