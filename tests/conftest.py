@@ -1,0 +1,115 @@
+"""Shared fixtures: an isolated cache, the tiny config and its prepared data, a small tokenizer, Multi30k paths.
+
+Every test session writes its tokenizer and data caches to a fresh temporary
+directory ($SEQ2SEQ_CACHE), never to the user's ~/.cache, and Hugging Face
+``datasets`` runs offline, so no test can download anything.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+# Set before any test imports `datasets`, which reads them once at import time.
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+MULTI30K = (REPO_ROOT / ".." / "shared" / "data" / "multi30k").resolve()
+
+# Twenty short German-English pairs: enough for SentencePiece to learn a few merges.
+SMALL_PAIRS = [
+    ("ein Hund läuft im Park .", "a dog runs in the park ."),
+    ("zwei Kinder spielen im Garten .", "two children play in the garden ."),
+    ("eine Frau liest ein Buch .", "a woman reads a book ."),
+    ("der Mann trinkt Kaffee .", "the man drinks coffee ."),
+    ("ein Mädchen springt über den Zaun .", "a girl jumps over the fence ."),
+    ("die Katze schläft auf dem Sofa .", "the cat sleeps on the sofa ."),
+    ("ein Junge fährt Fahrrad .", "a boy rides a bike ."),
+    ("zwei Männer reden auf der Straße .", "two men talk on the street ."),
+    ("eine Gruppe von Menschen tanzt .", "a group of people dances ."),
+    ("der Hund fängt einen Ball .", "the dog catches a ball ."),
+    ("ein Mann spielt Gitarre .", "a man plays guitar ."),
+    ("die Kinder essen Eis .", "the children eat ice cream ."),
+    ("eine Frau geht mit ihrem Hund spazieren .", "a woman walks her dog ."),
+    ("ein Vogel sitzt auf dem Baum .", "a bird sits on the tree ."),
+    ("zwei Hunde rennen am Strand .", "two dogs run on the beach ."),
+    ("ein Mann kocht in der Küche .", "a man cooks in the kitchen ."),
+    ("die Frau lächelt .", "the woman smiles ."),
+    ("ein Kind malt ein Bild .", "a child paints a picture ."),
+    ("der Junge schwimmt im See .", "the boy swims in the lake ."),
+    ("eine alte Frau sitzt auf einer Bank .", "an old woman sits on a bench ."),
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point $SEQ2SEQ_CACHE and the datasets cache at session-wide temporary directories (shared by all tests)."""
+    cache = tmp_path_factory.mktemp("seq2seq-cache")
+    hf_cache = str(tmp_path_factory.mktemp("hf-datasets-cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEQ2SEQ_CACHE", str(cache))
+        # `datasets` reads its cache location once, when first imported: patch both.
+        patch.setenv("HF_DATASETS_CACHE", hf_cache)
+        if "datasets" in sys.modules:
+            patch.setattr(sys.modules["datasets"].config, "HF_DATASETS_CACHE", hf_cache)
+        yield cache
+
+
+@pytest.fixture
+def seeded() -> None:
+    """Seed Python's and torch's generators, for tests that draw random numbers."""
+    random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_config_path() -> Path:
+    return CONFIGS / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_config_path: Path):
+    """configs/tiny.yaml: the synthetic task with a few hundred pairs and a very small model."""
+    from seq2seq.config import load_config
+
+    return load_config(tiny_config_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_config, isolated_cache: Path):
+    """``prepare(tiny_config)``, once per session: tokenizer, train, dev and test."""
+    from seq2seq.data import prepare
+
+    return prepare(tiny_config, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def small_pairs() -> list[tuple[str, str]]:
+    """Twenty short German-English pairs."""
+    return list(SMALL_PAIRS)
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer():
+    """A joint BPE tokenizer trained on SMALL_PAIRS (vocabulary a little above the byte pieces)."""
+    from seq2seq.config import TokenizerConfig
+    from seq2seq.tokenizer import train_tokenizer
+
+    src, tgt = zip(*SMALL_PAIRS)
+    return train_tokenizer(list(src), list(tgt), TokenizerConfig(type="bpe", vocab_size=340, joint=True))
+
+
+@pytest.fixture(scope="session")
+def multi30k_dir() -> Path:
+    """The Multi30k files (../shared/data/multi30k from the repository root); skips the test when absent."""
+    if not (MULTI30K / "train.de.gz").is_file():
+        pytest.skip(f"Multi30k data not found at {MULTI30K}")
+    return MULTI30K
