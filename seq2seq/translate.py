@@ -1,0 +1,289 @@
+"""Translation: the :class:`Translator` Python API and the streaming ``seq2seq translate`` command.
+
+Input is read in chunks of :data:`CHUNK_LINES` lines; inside a chunk the sentences are
+sorted by length and cut into batches of at most ``decode.batch_size`` source tokens
+(padding included), so batches waste little on padding and memory stays flat however
+long the input is. Output comes back in input order, one line per input line (or
+``nbest`` lines, see :func:`format_translation`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import Tensor
+
+from .checkpoint import load_model
+from .config import Config, DecodeConfig
+from .device import resolve_device
+from .errors import ConfigError, Seq2SeqError
+from .search import Hypothesis, search
+from .textio import iter_file_lines, iter_lines
+from .tokenizer import EOS_ID
+
+logger = logging.getLogger(__name__)
+
+CHUNK_LINES = 5000  # lines read, sorted and translated together; bounds memory on endless input
+PROMPT = "> "
+
+
+@dataclass
+class Translation:
+    """One hypothesis as text: ``score`` is the length-normalised log-probability search ranks by."""
+
+    text: str
+    score: float
+    tgt_ids: list[int]
+    attention: Tensor | None = None  # (len(tgt_ids) + 1, len(src_ids)): rows are output pieces, EOS last
+
+
+@dataclass
+class TranslatedLine:
+    """An input line and its translations, best first (a single empty one for an empty line)."""
+
+    number: int  # 1-based line number in the input
+    src_text: str
+    src_ids: list[int]  # as the encoder read them, after truncation
+    nbest: list[Translation]
+
+    @property
+    def best(self) -> str:
+        return self.nbest[0].text if self.nbest else ""
+
+
+class Translator:
+    """A loaded checkpoint, ready to translate: ``Translator.from_checkpoint(path).translate(["Ein Hund ."])``.
+
+    ``model``, ``tokenizer`` and ``config`` are those the checkpoint was trained with;
+    ``config.decode`` holds the default search settings.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, config: Config, device: torch.device) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Translator:
+        """Load a checkpoint onto ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device)."""
+        resolved = resolve_device(device) if isinstance(device, str) else device
+        loaded = load_model(path, resolved)
+        return cls(loaded.model, loaded.tokenizer, loaded.config, resolved)
+
+    @property
+    def has_attention(self) -> bool:
+        return self.config.model.attention != "none"
+
+    def decode_options(self, overrides: dict[str, Any] | None = None) -> DecodeConfig:
+        """The checkpoint's ``decode`` settings with ``overrides`` (field name -> value) applied and validated."""
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(DecodeConfig)})
+        if unknown:
+            raise ConfigError(f"unknown decode setting(s) {', '.join(unknown)}; "
+                              f"valid: {', '.join(f.name for f in dataclasses.fields(DecodeConfig))}")
+        if "beam_size" in overrides and "nbest" not in overrides:
+            # A smaller beam than the checkpoint's default nbest would be rejected; keep nbest within the beam.
+            overrides["nbest"] = min(self.config.decode.nbest, overrides["beam_size"])
+        return dataclasses.replace(self.config.decode, **overrides)
+
+    def translate(self, sentences: list[str], beam_size: int | None = None,
+                  options: DecodeConfig | None = None) -> list[str]:
+        """The best translation of each sentence, in order. ``options`` defaults to the checkpoint's decode settings."""
+        options = options or self.config.decode
+        if beam_size is not None:
+            options = dataclasses.replace(options, beam_size=beam_size, nbest=min(options.nbest, beam_size))
+        lines = self.translate_lines(enumerate(sentences, start=1), options)
+        return [line.best for line in lines]
+
+    def translate_lines(self, lines: Iterable[tuple[int, str]], options: DecodeConfig | None = None,
+                        return_attention: bool = False, chunk_lines: int = CHUNK_LINES,
+                        name: str = "<input>") -> Iterator[TranslatedLine]:
+        """Translate ``(line_number, text)`` pairs lazily, yielding them in input order.
+
+        A line longer than ``data.max_length`` subword tokens is truncated with a warning
+        naming ``name`` and the line number; an empty line gives an empty translation.
+        """
+        options = options or self.config.decode
+        chunk: list[tuple[int, str]] = []
+        for item in lines:
+            chunk.append(item)
+            if len(chunk) >= chunk_lines:
+                yield from self._translate_chunk(chunk, options, return_attention, name)
+                chunk = []
+        if chunk:
+            yield from self._translate_chunk(chunk, options, return_attention, name)
+
+    def _translate_chunk(self, chunk: list[tuple[int, str]], options: DecodeConfig, return_attention: bool,
+                         name: str) -> list[TranslatedLine]:
+        src_ids = self._encode(chunk, name)
+        nbest_lists: list[list[Hypothesis]] = [[] for _ in chunk]
+        for batch in length_sorted_batches([len(ids) for ids in src_ids], options.batch_size):
+            results = self.search_ids([src_ids[i] for i in batch], options, return_attention)
+            for index, nbest in zip(batch, results):
+                nbest_lists[index] = nbest
+        return [TranslatedLine(number=number, src_text=text, src_ids=ids,
+                               nbest=self._to_translations(ids, nbest))
+                for (number, text), ids, nbest in zip(chunk, src_ids, nbest_lists)]
+
+    def _encode(self, chunk: list[tuple[int, str]], name: str) -> list[list[int]]:
+        """Source ids of each line, truncated to ``data.max_length`` with a warning naming the line."""
+        max_length = self.config.data.max_length
+        encoded = self.tokenizer.encode_src_batch([text for _, text in chunk])
+        for (number, _), ids in zip(chunk, encoded):
+            if len(ids) > max_length:
+                logger.warning("%s, line %d: %d subword tokens, more than the model's data.max_length=%d; "
+                               "truncated to the first %d", name, number, len(ids), max_length, max_length)
+        return [ids[:max_length] for ids in encoded]
+
+    @torch.inference_mode()
+    def search_ids(self, src_ids: list[list[int]], options: DecodeConfig,
+                   return_attention: bool = False) -> list[list[Hypothesis]]:
+        """Search one batch of non-empty source id lists -> an n-best list per sentence (best first)."""
+        lengths = torch.tensor([len(ids) for ids in src_ids], dtype=torch.long)
+        padded = torch.zeros(len(src_ids), int(lengths.max()), dtype=torch.long)  # PAD_ID is 0
+        for row, ids in enumerate(src_ids):
+            padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return search(self.model, padded.to(self.device), lengths, options, return_attention)
+
+    def _to_translations(self, src_ids: list[int], nbest: list[Hypothesis]) -> list[Translation]:
+        if not src_ids:
+            return [Translation(text="", score=0.0, tgt_ids=[])]
+        texts = self.tokenizer.decode_tgt_batch([h.tgt_ids for h in nbest])
+        return [Translation(text=text, score=h.score, tgt_ids=h.tgt_ids, attention=h.attention)
+                for text, h in zip(texts, nbest)]
+
+
+def length_sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices of the non-empty sentences, longest first, cut into batches of at most max_tokens padded tokens.
+
+    A batch holds n sentences of at most the first one's length L, so its padded size is
+    n * L; a single sentence longer than max_tokens still gets a batch of its own.
+    """
+    order = sorted((i for i, length in enumerate(lengths) if length > 0), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def format_translation(line: TranslatedLine, nbest: int) -> list[str]:
+    """The output lines of one input line.
+
+    With ``nbest`` 1: the best translation. With ``nbest`` N > 1: exactly N lines
+    ``score<TAB>translation``, best first; when fewer than N hypotheses exist (a tiny
+    search space) the rest read ``-inf<TAB>``. An empty input line has one hypothesis,
+    the empty translation, with score 0.
+    """
+    if nbest == 1:
+        return [line.best]
+    rows = [f"{t.score:.4f}\t{t.text}" for t in line.nbest[:nbest]]
+    return rows + ["-inf\t"] * (nbest - len(rows))
+
+
+def translate_command(*, checkpoint: str, input_path: str | None, output_path: str | None,
+                      decode_overrides: dict[str, Any], device: str, attention_plot: str | None) -> None:
+    """``seq2seq translate``: stdin or a file to stdout or a file, one line (or nbest lines) per input line."""
+    translator = Translator.from_checkpoint(checkpoint, device)
+    options = translator.decode_options(decode_overrides)
+    if attention_plot:
+        check_can_plot_attention(translator, checkpoint)
+    if input_path is None and output_path is None and sys.stdin.isatty():
+        _interactive(translator, options, attention_plot)
+        return
+    if input_path is None:
+        lines: Iterable[tuple[int, str]] = iter_lines(sys.stdin, "<stdin>")
+    else:
+        lines = iter_file_lines(input_path)
+    name = input_path or "<stdin>"
+    translated = translator.translate_lines(lines, options, return_attention=bool(attention_plot), name=name)
+    if output_path is None:
+        _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
+        return
+    with atomic_output(output_path) as handle:
+        from tqdm import tqdm
+
+        progress = tqdm(translated, unit=" lines", file=sys.stderr, desc="translate", mininterval=1.0)
+        _write_lines(progress, handle, options.nbest, translator, attention_plot)
+    logger.info("wrote %s", output_path)
+
+
+def _write_lines(translated: Iterable[TranslatedLine], handle: TextIO, nbest: int, translator: Translator,
+                 attention_plot: str | None) -> None:
+    for line in translated:
+        handle.write("".join(row + "\n" for row in format_translation(line, nbest)))
+        if attention_plot:
+            write_attention_plot(translator, line, attention_plot)
+    handle.flush()
+
+
+def _interactive(translator: Translator, options: DecodeConfig, attention_plot: str | None) -> None:
+    """A prompt on a terminal: each line is translated as soon as it is entered (Ctrl-D ends)."""
+    print("Type a sentence and press Enter; Ctrl-D to quit.", file=sys.stderr)
+
+    def prompted() -> Iterator[tuple[int, str]]:
+        lines = iter_lines(sys.stdin, "<stdin>")
+        while True:
+            print(PROMPT, end="", file=sys.stderr, flush=True)
+            item = next(lines, None)
+            if item is None:
+                print(file=sys.stderr)
+                return
+            yield item
+
+    translated = translator.translate_lines(prompted(), options, return_attention=bool(attention_plot),
+                                            chunk_lines=1, name="<stdin>")
+    _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[TextIO]:
+    """A text file written to a temporary name beside ``path`` and renamed over it only on success."""
+    path = Path(path)
+    if path.is_dir():
+        raise Seq2SeqError(f"output path {path} is a directory; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            yield handle
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def check_can_plot_attention(translator: Translator, checkpoint: str | Path) -> None:
+    """Fail before any translating when --attention-plot cannot work: no attention, or no matplotlib."""
+    if not translator.has_attention:
+        raise ConfigError(f"--attention-plot: the model in {checkpoint} has model.attention=none, so there "
+                          f"are no attention weights to plot; drop the option or use a model with attention")
+    from .plots import require_matplotlib
+
+    require_matplotlib()
+
+
+def write_attention_plot(translator: Translator, line: TranslatedLine, directory: str | Path) -> Path | None:
+    """One PNG per input line, ``DIR/line-000042.png``: output pieces (rows) by source pieces (columns)."""
+    from .plots import plot_attention
+
+    best = line.nbest[0] if line.nbest else None
+    if best is None or best.attention is None:
+        return None
+    src_pieces = translator.tokenizer.src_pieces(line.src_text)[:len(line.src_ids)]
+    tgt_pieces = translator.tokenizer.tgt_pieces([*best.tgt_ids, EOS_ID])
+    path = Path(directory) / f"line-{line.number:06d}.png"
+    return plot_attention(best.attention, src_pieces, tgt_pieces, path, title=f"line {line.number}")
