@@ -1,0 +1,95 @@
+"""Masked attention over the encoder ``output``: Bahdanau (additive), Luong dot and Luong general.
+
+Each module splits its work in two, so that the source side is paid for once per batch:
+``precompute_keys(enc_output)`` turns the encoder output (B, S, C) into keys, and
+``forward(query, keys, values, src_mask)`` scores T queries against them. The decoder
+calls ``forward`` with T = 1 while it steps, and with the whole target at once when the
+attention reads the GRU output (Luong without input feeding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def masked_softmax(scores: Tensor, src_mask: Tensor) -> Tensor:
+    """Softmax over the source of scores (B, T, S), ignoring padding; src_mask (B, S), True = real token.
+
+    Returns float32 weights (B, T, S) that sum to 1 over the real positions and are exactly 0
+    on padding. The softmax runs in float32 even under autocast: in bf16 the weights of a
+    long source would not sum to 1 and small weights would round to 0.
+    """
+    scores = scores.float().masked_fill(~src_mask[:, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def weighted_context(weights: Tensor, values: Tensor) -> Tensor:
+    """The attention-weighted sum of values: weights (B, T, S), values (B, S, C) -> context (B, T, C)."""
+    return torch.bmm(weights.to(values.dtype), values)
+
+
+class BahdanauAttention(nn.Module):
+    """Additive attention (Bahdanau et al. 2015): score(q, h_s) = v^T tanh(W_q q + W_k h_s)."""
+
+    def __init__(self, *, query_size: int, key_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.key_proj = nn.Linear(key_size, attention_size, bias=False)
+        self.query_proj = nn.Linear(query_size, attention_size)
+        self.energy = nn.Linear(attention_size, 1, bias=False)
+
+    def precompute_keys(self, enc_output: Tensor) -> Tensor:
+        """W_k h_s for every source position: enc_output (B, S, C) -> keys (B, S, A)."""
+        return self.key_proj(enc_output)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """query (B, T, Q), keys (B, S, A), values (B, S, C), src_mask (B, S).
+
+        Returns context (B, T, C) and float32 weights (B, T, S).
+        """
+        # (B, T, 1, A) + (B, 1, S, A): every query against every key.
+        energies = torch.tanh(self.query_proj(query)[:, :, None, :] + keys[:, None, :, :])
+        weights = masked_softmax(self.energy(energies).squeeze(-1), src_mask)
+        return weighted_context(weights, values), weights
+
+
+class LuongAttention(nn.Module):
+    """Multiplicative attention (Luong et al. 2015), computed from the decoder GRU's output.
+
+    ``dot``: score(h_t, h_s) = h_t^T h_s (needs the decoder size to equal the encoder output size);
+    ``general``: score(h_t, h_s) = h_t^T W_a h_s, with W_a h_s precomputed once per batch.
+    """
+
+    def __init__(self, *, query_size: int, key_size: int, general: bool) -> None:
+        super().__init__()
+        if not general and query_size != key_size:
+            raise ValueError(f"dot attention needs query_size == key_size, got {query_size} and {key_size}")
+        self.key_proj = nn.Linear(key_size, query_size, bias=False) if general else None
+
+    def precompute_keys(self, enc_output: Tensor) -> Tensor:
+        """enc_output (B, S, C) -> keys (B, S, Q): W_a h_s for ``general``, h_s itself for ``dot``."""
+        if self.key_proj is None:
+            return enc_output
+        return self.key_proj(enc_output)
+
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """query (B, T, Q), keys (B, S, Q), values (B, S, C), src_mask (B, S).
+
+        Returns context (B, T, C) and float32 weights (B, T, S).
+        """
+        weights = masked_softmax(torch.bmm(query, keys.transpose(1, 2)), src_mask)
+        return weighted_context(weights, values), weights
+
+
+Attention = BahdanauAttention | LuongAttention
+
+
+def build_attention(kind: str, *, query_size: int, key_size: int) -> Attention | None:
+    """The attention module for ``model.attention`` (None for ``none``); Bahdanau's size A is the query size."""
+    if kind == "none":
+        return None
+    if kind == "bahdanau":
+        return BahdanauAttention(query_size=query_size, key_size=key_size, attention_size=query_size)
+    if kind in ("luong_dot", "luong_general"):
+        return LuongAttention(query_size=query_size, key_size=key_size, general=kind == "luong_general")
+    raise ValueError(f"unknown attention {kind!r}")

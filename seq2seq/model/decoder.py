@@ -1,0 +1,199 @@
+"""The GRU decoder: ``step()`` advances one token for search; ``forward()`` runs teacher forcing.
+
+Both run the same helpers, so training and search cannot drift apart:
+
+- *Parallel* decoders, whose GRU input does not depend on attention (``none``, ``none`` with
+  ``context_every_step``, Luong without input feeding), run the whole target through one
+  nn.GRU call (cuDNN on CUDA) and attend for all steps at once; ``step()`` is the same
+  call with T = 1.
+- *Step-wise* decoders (Bahdanau, Luong with input feeding) need attention from step
+  t - 1 in the GRU input at step t, so ``forward()`` loops over time for the recurrent
+  part only; ``step()`` is one iteration of that loop.
+
+After the recurrence every decoder applies the same readout (the pre-output vector of
+Bahdanau et al. / Luong's attentional vector), ``r_t = tanh(W [s_t; c_t; e_{t-1}])`` of
+size E, then dropout and ``Linear(E, V)``. Being E wide lets the output projection share
+its weight with the target embedding. In the loop ``forward()`` only collects per-step
+vectors: the readout and the vocabulary projection run once over (B, T, *) afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .attention import build_attention
+from .encoder import EncoderOutput
+
+AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
+
+
+@dataclass
+class DecoderState:
+    """The decoder's recurrent state for B hypotheses.
+
+    ``hidden`` (L, B, Hd); ``feed`` (B, E), the previous readout, for Luong input feeding
+    (else None); ``context`` (B, C), the fixed context fed to every step with
+    ``context_every_step`` (else None).
+    """
+
+    hidden: Tensor
+    feed: Tensor | None = None
+    context: Tensor | None = None
+
+    def index_select(self, idx: Tensor) -> DecoderState:
+        """Select, reorder or repeat hypotheses by index idx (B',) long, e.g. by beam origin."""
+        return DecoderState(
+            hidden=self.hidden.index_select(1, idx),  # (L, B, Hd): the batch dim is 1
+            feed=None if self.feed is None else self.feed.index_select(0, idx),
+            context=None if self.context is None else self.context.index_select(0, idx),
+        )
+
+
+@dataclass
+class StepOutput:
+    """One decoding step: ``log_probs`` (B, V) float32, the next ``state``, ``attention`` (B, S) or None."""
+
+    log_probs: Tensor
+    state: DecoderState
+    attention: Tensor | None
+
+    def __iter__(self) -> Iterator:
+        # Also unpacks as (log_probs, state, attention).
+        return iter((self.log_probs, self.state, self.attention))
+
+
+@dataclass
+class DecoderRun:
+    """Teacher forcing over T steps: ``logits`` (B, T, V), ``attention`` (B, T, S) or None, final ``state``."""
+
+    logits: Tensor
+    attention: Tensor | None
+    state: DecoderState
+
+
+@dataclass
+class _Recurrence:
+    """What the recurrent part yields for T steps: top layer (B, T, Hd), context (B, T, C) or None,
+    attention weights (B, T, S) or None, and the readout when it is part of the recurrence (input feeding)."""
+
+    top: Tensor
+    context: Tensor | None
+    attention: Tensor | None
+    readout: Tensor | None
+    state: DecoderState
+
+
+class Decoder(nn.Module):
+    """A ``num_layers``-deep GRU of ``hidden_size`` units; attention reads ``context_size``-wide encoder states."""
+
+    def __init__(self, *, embedding: nn.Embedding, hidden_size: int, num_layers: int, context_size: int,
+                 attention: AttentionType, input_feeding: bool, context_every_step: bool,
+                 dropout: float, tied_embeddings: bool) -> None:
+        super().__init__()
+        vocab_size, embedding_size = embedding.num_embeddings, embedding.embedding_dim
+        self.embedding = embedding
+        self.dropout = nn.Dropout(dropout)
+        self.attention_type = attention
+        self.input_feeding = input_feeding
+        self.context_every_step = context_every_step
+        self.stepwise = attention == "bahdanau" or input_feeding
+        self.attention = build_attention(attention, query_size=hidden_size, key_size=context_size)
+        uses_context = attention != "none" or context_every_step
+        context_in_gru = attention == "bahdanau" or context_every_step
+        gru_input = embedding_size + (context_size if context_in_gru else 0) + (embedding_size if input_feeding else 0)
+        self.gru = nn.GRU(gru_input, hidden_size, num_layers=num_layers, batch_first=True,
+                          dropout=dropout if num_layers > 1 else 0.0)
+        self.readout = nn.Linear(hidden_size + (context_size if uses_context else 0) + embedding_size, embedding_size)
+        self.output = nn.Linear(embedding_size, vocab_size)
+        if tied_embeddings:
+            self.output.weight = self.embedding.weight
+
+    def initial_state(self, hidden: Tensor, joined: Tensor) -> DecoderState:
+        """The state before the first token: hidden (L, B, Hd) from the bridge; joined (L, B, C) the joined h_n."""
+        feed = None
+        if self.input_feeding:
+            feed = hidden.new_zeros(hidden.size(1), self.readout.out_features)
+        return DecoderState(hidden=hidden, feed=feed, context=joined[-1] if self.context_every_step else None)
+
+    def forward(self, tgt_in_ids: Tensor, state: DecoderState, enc: EncoderOutput) -> DecoderRun:
+        """Teacher forcing: tgt_in_ids (B, T) long (BOS + target) -> logits (B, T, V), attention (B, T, S) or None."""
+        embedded = self.dropout(self.embedding(tgt_in_ids))
+        if self.stepwise:
+            rec = self._loop(embedded, state, enc)
+        else:
+            rec = self._parallel(embedded, state, enc)
+        readout = rec.readout if rec.readout is not None else self._readout(rec.top, rec.context, embedded)
+        return DecoderRun(logits=self._logits(readout), attention=rec.attention, state=rec.state)
+
+    def step(self, prev_ids: Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
+        """One token for B hypotheses: prev_ids (B,) long -> log_probs (B, V) float32, state, attention (B, S)."""
+        embedded = self.dropout(self.embedding(prev_ids))[:, None, :]  # (B, 1, E)
+        if self.stepwise:
+            rec = self._recurrent_step(embedded[:, 0], state, enc)
+        else:
+            rec = self._parallel(embedded, state, enc)
+        readout = rec.readout if rec.readout is not None else self._readout(rec.top, rec.context, embedded)
+        log_probs = torch.log_softmax(self._logits(readout)[:, 0].float(), dim=-1)
+        attention = None if rec.attention is None else rec.attention[:, 0]
+        return StepOutput(log_probs=log_probs, state=rec.state, attention=attention)
+
+    def _readout(self, top: Tensor, context: Tensor | None, embedded: Tensor) -> Tensor:
+        """r_t = tanh(W [s_t; c_t; e_{t-1}]) (B, T, E).
+
+        top (B, T, Hd), context (B, T, C) or None, embedded (B, T, E): the dropped-out e_{t-1}.
+        """
+        parts = [top] if context is None else [top, context]
+        return torch.tanh(self.readout(torch.cat([*parts, embedded], dim=-1)))
+
+    def _logits(self, readout: Tensor) -> Tensor:
+        """readout (B, T, E) -> logits (B, T, V), with dropout before the output layer."""
+        return self.output(self.dropout(readout))
+
+    def _parallel(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
+        """All T steps in one GRU call, then attention for all steps at once: embedded (B, T, E)."""
+        gru_input = embedded
+        if state.context is not None:
+            # Cho et al. 2014: the fixed context enters every step (and the readout below).
+            gru_input = torch.cat([embedded, state.context[:, None, :].expand(-1, embedded.size(1), -1)], dim=-1)
+        top, hidden = self.gru(gru_input, state.hidden)
+        context, attention = state.context, None
+        if self.attention is not None:
+            context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
+        elif context is not None:
+            context = context[:, None, :].expand(-1, top.size(1), -1)
+        return _Recurrence(top=top, context=context, attention=attention, readout=None,
+                           state=DecoderState(hidden=hidden, context=state.context))
+
+    def _loop(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
+        """Step-wise teacher forcing: the recurrent part per time step, its outputs stacked to (B, T, *)."""
+        steps = []
+        for embedded_t in embedded.unbind(1):
+            step = self._recurrent_step(embedded_t, state, enc)
+            state = step.state
+            steps.append(step)
+
+        def stacked(name: str) -> Tensor | None:
+            parts = [getattr(s, name) for s in steps]
+            return None if parts[0] is None else torch.cat(parts, dim=1)
+
+        return _Recurrence(top=stacked("top"), context=stacked("context"), attention=stacked("attention"),
+                           readout=stacked("readout"), state=state)
+
+    def _recurrent_step(self, embedded_t: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
+        """One step of a step-wise decoder: embedded_t (B, E) -> a _Recurrence with T = 1."""
+        if self.attention_type == "bahdanau":
+            # Bahdanau et al. 2015: attend from the previous state (top layer), feed the context to the GRU.
+            context, attention = self.attention(state.hidden[-1][:, None, :], enc.keys, enc.output, enc.src_mask)
+            top, hidden = self.gru(torch.cat([embedded_t[:, None, :], context], dim=-1), state.hidden)
+            return _Recurrence(top=top, context=context, attention=attention, readout=None,
+                               state=DecoderState(hidden=hidden))
+        # Luong et al. 2015 input feeding: the previous readout joins the input; attend from the new output.
+        top, hidden = self.gru(torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden)
+        context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
+        readout = self._readout(top, context, embedded_t[:, None, :])
+        return _Recurrence(top=top, context=context, attention=attention, readout=readout,
+                           state=DecoderState(hidden=hidden, feed=readout[:, 0]))
