@@ -22,10 +22,11 @@ import torch
 from torch import Tensor
 
 from .checkpoint import LoadedModel, load_model
+from .config import DecodeConfig
 from .device import resolve_device
 from .errors import DataError, Seq2SeqError
-from .gates import GRUCall, record_calls, replay_calls, replay_difference, transparent_gru
-from .search import greedy_search
+from .gates import GRUTrace, record_calls, replay_calls, replay_difference, transparent_gru
+from .search import Hypothesis, greedy_search
 from .textio import read_lines
 from .tokenizer import BOS_ID, EOS_ID
 
@@ -174,49 +175,82 @@ def _collect_sentences(sentences: list[str], input_path: str | None) -> list[tup
     return items
 
 
+@dataclass
+class _TracedTranslation:
+    """A greedy translation with the gates of both GRUs, replayed from what they were fed during it."""
+
+    hypothesis: Hypothesis
+    encoder: GRUTrace
+    decoder: GRUTrace
+    decoder_replay_diff: float  # max |replayed - recorded| decoder state over all steps and layers
+
+
 @torch.inference_mode()
 def inspect_sentence(loaded: LoadedModel, sentence: str, source: str = "argument 1") -> SentenceInspection:
     """Encode, check, translate greedily and trace the gates of one sentence."""
-    model, tokenizer, cfg = loaded.model, loaded.tokenizer, loaded.config
+    model, tokenizer = loaded.model, loaded.tokenizer
     src_ids = _source_ids(loaded, sentence, source)
     src_pieces = tokenizer.src_pieces(sentence)[:len(src_ids)]
     device = next(model.parameters()).device
     src = torch.tensor([src_ids], dtype=torch.long, device=device)
     lengths = torch.tensor([len(src_ids)], dtype=torch.long)
-    with record_calls(model.encoder.gru) as encoder_calls, record_calls(model.decoder.gru) as decoder_calls:
-        hypothesis = greedy_search(model, src, lengths, cfg.decode, return_attention=True)[0]
-    tgt_ids = [*hypothesis.tgt_ids, EOS_ID]
-    tgt_in = torch.tensor([[BOS_ID, *hypothesis.tgt_ids]], dtype=torch.long, device=device)
-    seen = model.introspect(src, lengths, tgt_in)
-    tgt_pieces = tokenizer.tgt_pieces(tgt_ids)
-    encoder_trace = transparent_gru(model.encoder.gru, encoder_calls[0].inputs, encoder_calls[0].hx)
-    decoder_trace = replay_calls(model.decoder.gru, decoder_calls)
-    directions = 2 if model.bidirectional else 1
-    checks = [*_encoder_checks(seen.output, seen.h_n, model.num_layers, directions),
-              *_padding_checks(model, src_ids, seen.h_n, device),
-              *_join_checks(seen.joined, seen.h_n, model.num_layers, directions),
-              _check("transparent_encoder", "transparent GRU h_n == encoder h_n", True,
-                     _diff(encoder_trace.h_n, seen.h_n)),
-              _check("transparent_decoder", "transparent GRU == decoder GRU state at every greedy step", True,
-                     replay_difference(model.decoder.gru, decoder_trace, decoder_calls))]
+    traced = _translate_traced(model, src, lengths, loaded.config.decode)
+    hypothesis = traced.hypothesis
+    # Teacher-forcing the greedy output gives the joined and bridged states the translation started from.
+    seen = model.introspect(src, lengths, torch.tensor([[BOS_ID, *hypothesis.tgt_ids]], device=device))
+    tgt_pieces = tokenizer.tgt_pieces([*hypothesis.tgt_ids, EOS_ID])
     decoder_tokens = tokenizer.tgt_pieces([BOS_ID, *hypothesis.tgt_ids])  # the token each decoder step reads
-    encoder_gates = [GatePanel(layer=k, direction=DIRECTIONS[d], update=encoder_trace.layers[k][d].update[0])
-                     for k in range(model.num_layers) for d in range(directions)]
-    decoder_gates = [GatePanel(layer=k, direction="forward", update=decoder_trace.layers[k][0].update[0])
-                     for k in range(model.num_layers)]
+    encoder_gates, decoder_gates = _gate_panels(traced)
     attention = None if hypothesis.attention is None else hypothesis.attention.float()
+    layers, directions = model.num_layers, 2 if model.bidirectional else 1
     report = SentenceReport(
-        source=source, sentence=sentence, src_pieces=src_pieces, num_layers=model.num_layers,
-        num_directions=directions, hidden_size=model.encoder.hidden_size, output_shape=list(seen.output.shape),
-        h_n_shape=list(seen.h_n.shape), states=_state_rows(seen.h_n, model.num_layers, directions, len(src_ids)),
-        checks=checks, bridge=cfg.model.bridge,
+        source=source, sentence=sentence, src_pieces=src_pieces, num_layers=layers, num_directions=directions,
+        hidden_size=model.encoder.hidden_size, output_shape=list(seen.output.shape), h_n_shape=list(seen.h_n.shape),
+        states=_state_rows(seen.h_n, layers, directions, len(src_ids)),
+        checks=[*_encoder_checks(seen.output, seen.h_n, layers, directions),
+                *_padding_checks(model, src_ids, seen.h_n, device),
+                *_join_checks(seen.joined, seen.h_n, layers, directions),
+                *_transparent_checks(traced, seen.h_n)],
+        bridge=loaded.config.model.bridge,
         decoder_start=[LayerStart(layer=k, joined_norm=_norm(seen.joined[k]), initial_norm=_norm(seen.initial[k]))
-                       for k in range(model.num_layers)],
+                       for k in range(layers)],
         translation=tokenizer.decode_tgt(hypothesis.tgt_ids), target=_target_tokens(tgt_pieces, src_pieces, attention),
         gates=[*_gate_summaries("encoder", encoder_gates, src_pieces),
                *_gate_summaries("decoder", decoder_gates, decoder_tokens)])
     return SentenceInspection(report=report, tgt_pieces=tgt_pieces, attention=attention, encoder_gates=encoder_gates,
                               decoder_gates=decoder_gates, decoder_tokens=decoder_tokens)
+
+
+def _translate_traced(model: Any, src: Tensor, lengths: Tensor, options: DecodeConfig) -> _TracedTranslation:
+    """Greedy search on src (1, S), recording the calls to the encoder's and decoder's nn.GRU, then replaying them.
+
+    The recorded inputs are what the model itself computed (embeddings, attention context,
+    input feeding), so the decoder's gates are those of the steps that produced this translation.
+    """
+    with record_calls(model.encoder.gru) as encoder_calls, record_calls(model.decoder.gru) as decoder_calls:
+        hypothesis = greedy_search(model, src, lengths, options, return_attention=True)[0]
+    [encoder_call] = encoder_calls
+    decoder = replay_calls(model.decoder.gru, decoder_calls)
+    return _TracedTranslation(hypothesis=hypothesis,
+                              encoder=transparent_gru(model.encoder.gru, encoder_call.inputs, encoder_call.hx),
+                              decoder=decoder,
+                              decoder_replay_diff=replay_difference(model.decoder.gru, decoder, decoder_calls))
+
+
+def _gate_panels(traced: _TracedTranslation) -> tuple[list[GatePanel], list[GatePanel]]:
+    """The update gate of every encoder layer and direction (S, H), and of every decoder layer (T, H)."""
+    encoder = [GatePanel(layer=k, direction=DIRECTIONS[d], update=trace.update[0])
+               for k, layer in enumerate(traced.encoder.layers) for d, trace in enumerate(layer)]
+    decoder = [GatePanel(layer=k, direction="forward", update=layer[0].update[0])
+               for k, layer in enumerate(traced.decoder.layers)]
+    return encoder, decoder
+
+
+def _transparent_checks(traced: _TracedTranslation, h_n: Tensor) -> list[Check]:
+    """The gates are trustworthy only if the transparent GRU reproduces what nn.GRU returned."""
+    return [_check("transparent_encoder", "transparent GRU h_n == encoder h_n", True, _diff(traced.encoder.h_n, h_n)),
+            _check("transparent_decoder", "transparent GRU == decoder GRU state at every greedy step", True,
+                   traced.decoder_replay_diff)]
 
 
 def _source_ids(loaded: LoadedModel, sentence: str, source: str) -> list[int]:
