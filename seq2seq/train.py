@@ -1,0 +1,622 @@
+"""Training: ``train(cfg, run_dir)`` runs the loop, validates, stops early and resumes exactly.
+
+One update ("step") sums the gradients of ``accumulate`` token-bounded batches per process
+(``world_size`` processes under torchrun) and divides by the target tokens of all of them, so
+its gradient is that of the mean loss per target token however the batches are split.
+Losses stay on the device between log lines: the host reads them once per ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import distributed as dist_utils
+from .checkpoint import (build_checkpoint, capture_rng_state, clear_run, config_of, open_run, restore_rng_state,
+                         resume_config, save_checkpoint)
+from .config import Config, TrainConfig, save_config
+from .device import AmpSettings, resolve_amp
+from .distributed import DistContext
+from .errors import CheckpointError, DataError, Seq2SeqError
+from .schedule import PlateauState, lr_at, update_plateau
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Validation:
+    """Dev-set scores after one step: loss (NLL per target token), perplexity, BLEU and chrF of greedy output."""
+
+    step: int
+    loss: float
+    ppl: float
+    bleu: float
+    chrf: float
+    seconds: float = 0.0  # how long validating took
+
+
+@dataclass
+class TrainResult:
+    """What one call of :func:`train` did. ``losses`` maps each step it ran to its mean loss per target token."""
+
+    best_bleu: float
+    steps: int
+    epochs: int  # completed epochs
+    stop_reason: str  # max_steps | max_epochs | patience | interrupted
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    losses: dict[int, float] = field(default_factory=dict)
+    validations: list[Validation] = field(default_factory=list)
+
+
+@dataclass
+class TrainState:
+    """Everything the loop changes; it goes into ``last.pt`` so that ``--resume`` continues exactly."""
+
+    step: int = 0
+    epoch: int = 0  # completed epochs
+    batches_done: int = 0  # of the current epoch's batch order, over all processes
+    best_bleu: float = -math.inf
+    bad_validations: int = 0  # validations since the best one (early stopping)
+    last_validated: int = -1  # the step of the latest validation
+    plateau: PlateauState = field(default_factory=PlateauState)
+
+
+@dataclass
+class _Run:
+    """The objects one training run works on (built once by :func:`_build_run`)."""
+
+    cfg: Config
+    run_dir: Path
+    ctx: DistContext
+    amp: AmpSettings
+    data: Any  # PreparedData
+    model: nn.Module  # Seq2Seq
+    objective: Objective
+    wrapped: nn.Module  # the objective, in DistributedDataParallel when there are several processes
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    reporter: Reporter
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train ``cfg`` end to end; writes RUN_DIR/last.pt, best.pt, config.yaml and train.log."""
+    run_dir = Path(run_dir)
+    checkpoint = open_run(run_dir, resume, overwrite)
+    if checkpoint is not None:
+        cfg = resume_config(config_of(checkpoint, run_dir / "last.pt"), cfg, run_dir / "last.pt")
+    ctx = dist_utils.init_distributed(cfg.train.device)
+    try:
+        if ctx.is_main and overwrite:
+            clear_run(run_dir)
+        dist_utils.barrier(ctx)
+        run = _build_run(cfg, run_dir, checkpoint, ctx)
+        with _stop_signals() as stop_flag, run.reporter:
+            return _finish(run, _loop(run, stop_flag))
+    finally:
+        dist_utils.shutdown_distributed(ctx)
+
+
+def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ctx: DistContext) -> _Run:
+    """Seed, data, model, optimizer, and the state of the checkpoint being resumed, if any."""
+    from .model.seq2seq import Seq2Seq
+
+    tcfg = cfg.train
+    _seed_everything(tcfg.seed + ctx.rank)
+    amp = resolve_amp(tcfg.amp, ctx.device)
+    data = _prepare_data(cfg, checkpoint, ctx)
+    model = Seq2Seq.from_config(cfg.model, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size)
+    model.to(ctx.device)
+    objective = Objective(model, tcfg.label_smoothing, tcfg.teacher_forcing)
+    optimizer = _build_optimizer(model, tcfg)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp.use_scaler)
+    state = TrainState() if checkpoint is None else _restore(checkpoint, model, optimizer, scaler, ctx)
+    wrapped = DistributedDataParallel(objective) if ctx.is_distributed else objective
+    reporter = Reporter(run_dir, tcfg, ctx, steps_per_epoch=len(_epoch_groups(data.train, tcfg, 0, ctx)),
+                        start_step=state.step)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    return _Run(cfg=cfg, run_dir=run_dir, ctx=ctx, amp=amp, data=data, model=model, objective=objective,
+                wrapped=wrapped, optimizer=optimizer, scaler=scaler, state=state, reporter=reporter)
+
+
+def _loop(run: _Run, stop_flag: _StopFlag) -> str:
+    """Update until a limit, early stopping or a signal; returns why it stopped."""
+    tcfg, state = run.cfg.train, run.state
+    run.reporter.info(f"training on {run.ctx.device} ({run.ctx.world_size} process(es)), amp "
+                      f"{run.amp.dtype or 'off'}, from step {state.step}; config in {run.run_dir / 'config.yaml'}")
+    if run.data.dev is None:
+        run.reporter.warning("no dev split (data.dev): no validation, no early stopping and no best.pt")
+    stop = None
+    while stop is None and state.epoch < tcfg.max_epochs:
+        for group in _remaining_groups(run.data.train, tcfg, state, run.ctx):
+            lr = lr_at(state.step + 1, tcfg, state.plateau.scale)
+            num_tokens = _target_tokens(run.data.train, group)
+            stats = _guarded_step(run, group, num_tokens, lr)
+            state.step += 1
+            state.batches_done += len(group)
+            run.reporter.record(state.step, stats, num_tokens, lr)
+            if state.step % tcfg.log_every == 0:
+                stop = run.reporter.flush(state, stop_flag.requested)
+            if tcfg.validate_every and state.step % tcfg.validate_every == 0 and _validate_and_save(run):
+                stop = stop or "patience"
+            if tcfg.max_steps and state.step >= tcfg.max_steps:
+                stop = stop or "max_steps"
+            if stop_flag.requested and not run.ctx.is_distributed:
+                stop = stop or "interrupted"  # several processes agree on it at the next log line instead
+            if stop is not None:
+                break
+        else:
+            state.epoch += 1
+            state.batches_done = 0
+            if tcfg.validate_every == 0 and _validate_and_save(run):
+                stop = "patience"
+    return run.reporter.flush(state, stop_flag.requested) or stop or "max_epochs"
+
+
+def _finish(run: _Run, stop: str) -> TrainResult:
+    """Validate the final weights if the last step was not, save last.pt, and say what happened."""
+    state, run_dir = run.state, run.run_dir
+    if stop != "interrupted" and state.last_validated != state.step:
+        _validate_and_save(run)
+    last = _save_last(run)
+    if stop == "interrupted":
+        run.reporter.info(f"interrupted at step {state.step}: saved {last}; continue with --resume "
+                          f"--run-dir {run_dir}")
+    else:
+        run.reporter.info(f"stopped ({stop}) after {state.step} steps; best dev BLEU {state.best_bleu:.2f}; "
+                          f"checkpoints in {run_dir}")
+    best = run_dir / "best.pt"
+    return TrainResult(best_bleu=state.best_bleu, steps=state.step, epochs=state.epoch, stop_reason=stop,
+                       last_checkpoint=last, best_checkpoint=best if best.is_file() else None,
+                       losses=run.reporter.losses, validations=run.reporter.validations)
+
+
+class Objective(nn.Module):
+    """The training loss of a Seq2Seq. DDP wraps this module, so both teacher-forcing paths average gradients.
+
+    With ``teacher_forcing`` 1 (or in eval mode) the whole target runs through ``forward``;
+    below 1 it steps with ``decode_step``, feeding at each position the reference token with
+    that probability and otherwise a token sampled from the model (scheduled sampling,
+    Bengio et al. 2015).
+    """
+
+    def __init__(self, model: nn.Module, label_smoothing: float, teacher_forcing: float) -> None:
+        super().__init__()
+        self.model = model
+        self.label_smoothing = label_smoothing
+        self.teacher_forcing = teacher_forcing
+
+    def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, tgt_out_ids: Tensor) -> Tensor:
+        """(B, S), (B,), (B, T), (B, T) -> (2,) float32: label-smoothed loss and NLL, summed over real tokens."""
+        if self.training and self.teacher_forcing < 1.0:
+            log_probs = self._scheduled_sampling(src_ids, src_lengths, tgt_in_ids)
+        else:
+            log_probs = torch.log_softmax(self.model(src_ids, src_lengths, tgt_in_ids).float(), dim=-1)
+        return token_loss_sums(log_probs, tgt_out_ids, self.label_smoothing)
+
+    def _scheduled_sampling(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Tensor:
+        """-> log_probs (B, T, V) float32, stepping the decoder one token at a time."""
+        enc = self.model.encode(src_ids, src_lengths)
+        state = self.model.init_state(enc)
+        prev_ids = tgt_in_ids[:, 0]
+        steps = []
+        for t in range(tgt_in_ids.size(1)):
+            log_probs, state, _ = self.model.decode_step(prev_ids, state, enc)
+            steps.append(log_probs.float())
+            if t + 1 < tgt_in_ids.size(1):
+                sampled = torch.multinomial(log_probs.detach().float().exp(), 1).squeeze(1)
+                use_reference = torch.rand(sampled.shape, device=sampled.device) < self.teacher_forcing
+                prev_ids = torch.where(use_reference, tgt_in_ids[:, t + 1], sampled)
+        return torch.stack(steps, dim=1)
+
+
+def token_loss_sums(log_probs: Tensor, tgt_out_ids: Tensor, label_smoothing: float) -> Tensor:
+    """log_probs (B, T, V), tgt_out_ids (B, T) -> (2,): label-smoothed loss and NLL summed over non-PAD tokens.
+
+    Smoothing spreads ``label_smoothing`` uniformly over the vocabulary, as
+    ``F.cross_entropy(label_smoothing=...)`` does: (1 - e) * nll + e * mean_v(-log p_v).
+    """
+    from .tokenizer import PAD_ID
+
+    mask = tgt_out_ids != PAD_ID
+    nll = -log_probs.gather(-1, tgt_out_ids.unsqueeze(-1)).squeeze(-1)
+    smoothed = (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(dim=-1)
+    return torch.stack([smoothed.masked_fill(~mask, 0.0).sum(), nll.masked_fill(~mask, 0.0).sum()])
+
+
+def train_step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               batches: list[Any], num_tokens: int, lr: float, tcfg: TrainConfig, amp: AmpSettings,
+               ctx: DistContext) -> Tensor:
+    """One update from this process's batches -> (3,) on the device: loss sum, NLL sum, 1 if the update was skipped."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    # DDP averages gradients over processes: scaling by world_size / tokens-of-all-processes makes the
+    # result the gradient of the mean loss per target token, exactly what one process accumulating
+    # the same batches computes.
+    loss_scale = ctx.world_size / num_tokens
+    sums = []
+    for i, batch in enumerate(batches):
+        accumulating = ctx.is_distributed and i < len(batches) - 1
+        with wrapped.no_sync() if accumulating else contextlib.nullcontext():  # one all-reduce per update
+            with torch.autocast(ctx.device.type, dtype=amp.dtype, enabled=amp.enabled):
+                batch_sums = wrapped(batch.src_ids, batch.src_lengths, batch.tgt_in_ids, batch.tgt_out_ids)
+            scaler.scale(batch_sums[0] * loss_scale).backward()
+        sums.append(batch_sums.detach())
+    total = torch.stack(sums).sum(dim=0)
+    skipped = _optimizer_step(optimizer, scaler, total[0], tcfg.clip_norm, amp)
+    return torch.cat([total, skipped.float().reshape(1)])
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_sum: Tensor,
+                    clip_norm: float, amp: AmpSettings) -> Tensor:
+    """Clip and apply the gradients unless they are not finite; returns the 0-dim 'skipped' flag, on the device."""
+    scaler.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else math.inf)
+    if amp.use_scaler:
+        # The scaler skips overflowing fp16 steps itself and lowers its scale: that is routine, so only
+        # a non-finite loss counts as a fault.
+        scaler.step(optimizer)
+        scaler.update()
+        skipped = ~torch.isfinite(loss_sum)
+    else:
+        skipped = ~torch.isfinite(grad_norm)
+        # Fused Adam reads found_inf on the device and leaves weights and moments untouched when it is
+        # 1 (the protocol GradScaler uses), so a bad update is skipped without waiting for the GPU.
+        optimizer.found_inf, optimizer.grad_scale = skipped.float(), None
+        optimizer.step()
+        del optimizer.found_inf, optimizer.grad_scale
+    optimizer.zero_grad(set_to_none=True)
+    return skipped
+
+
+def _guarded_step(run: _Run, group: list[list[int]], num_tokens: int, lr: float) -> Tensor:
+    """:func:`train_step` on this process's share of ``group``; running out of GPU memory becomes advice."""
+    corpus, device = run.data.train, run.ctx.device
+    batches = [_to_device(corpus.collate(indices), device) for indices in dist_utils.rank_share(group, run.ctx)]
+    try:
+        return train_step(run.wrapped, run.optimizer, run.scaler, batches, num_tokens, lr, run.cfg.train,
+                          run.amp, run.ctx)
+    except torch.OutOfMemoryError as exc:
+        tcfg = run.cfg.train
+        raise Seq2SeqError(
+            f"{device} ran out of memory on batches of up to {tcfg.batch_size} {tcfg.batch_by} "
+            f"(train.batch_size); try --set train.batch_size={max(tcfg.batch_size // 2, 1)}, with "
+            f"--set train.accumulate={tcfg.accumulate * 2} to keep the same tokens per update") from exc
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Pinned host memory lets the copy to the GPU run asynchronously with the computation."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
+def _remaining_groups(corpus: Any, tcfg: TrainConfig, state: TrainState, ctx: DistContext
+                      ) -> Iterator[list[list[int]]]:
+    """The update groups of the current epoch not yet done (after a resume, from where it stopped)."""
+    per_update = ctx.world_size * tcfg.accumulate
+    groups = _epoch_groups(corpus, tcfg, state.epoch, ctx)
+    # A resume with another number of processes continues at the next whole update.
+    yield from groups[-(-state.batches_done // per_update):]
+
+
+def _epoch_groups(corpus: Any, tcfg: TrainConfig, epoch: int, ctx: DistContext) -> list[list[list[int]]]:
+    """The epoch's batch order cut into updates of ``world_size * accumulate`` batches."""
+    order = corpus.batch_order(tcfg.batch_size, tcfg.batch_by, shuffle=True, seed=tcfg.seed, epoch=epoch)
+    if len(order) < ctx.world_size:
+        raise DataError(f"the training data make {len(order)} batch(es) of train.batch_size={tcfg.batch_size}, "
+                        f"fewer than the {ctx.world_size} processes; use a smaller batch size or fewer processes")
+    order = order[: len(order) - len(order) % ctx.world_size]  # every process gets as many batches
+    per_update = ctx.world_size * tcfg.accumulate
+    return [order[i:i + per_update] for i in range(0, len(order), per_update)]
+
+
+def _target_tokens(corpus: Any, group: list[list[int]]) -> int:
+    """Real target tokens (EOS included) in all batches of an update, known to every process without talking."""
+    return sum(len(corpus.tgt_ids[i]) + 1 for indices in group for i in indices)
+
+
+def validate(model: nn.Module, objective: Objective, dev: Any, tokenizer: Any, cfg: Config, amp: AmpSettings,
+             device: torch.device, step: int = 0) -> Validation:
+    """Teacher-forced dev loss, and sacrebleu BLEU / chrF of greedy translations against the raw references."""
+    import sacrebleu
+
+    from .search import greedy_search
+
+    start = time.perf_counter()
+    objective.eval()
+    sums, num_tokens = torch.zeros(2, device=device), 0
+    hyps = [""] * len(dev)
+    order = dev.batch_order(cfg.train.batch_size, cfg.train.batch_by, shuffle=False, seed=0, epoch=0)
+    with torch.no_grad(), torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
+        for indices in order:
+            batch = dev.collate(indices).to(device)
+            sums += objective(batch.src_ids, batch.src_lengths, batch.tgt_in_ids, batch.tgt_out_ids)
+            num_tokens += batch.num_tgt_tokens
+            for index, hyp in zip(batch.indices, greedy_search(model, batch.src_ids, batch.src_lengths, cfg.decode)):
+                hyps[int(index)] = tokenizer.decode_tgt(hyp.tgt_ids)
+    objective.train()
+    refs = [list(dev.tgt_text)]
+    loss = sums[1].item() / max(num_tokens, 1)
+    return Validation(step=step, loss=loss, ppl=math.exp(min(loss, 100.0)),
+                      bleu=sacrebleu.corpus_bleu(hyps, refs).score, chrf=sacrebleu.corpus_chrf(hyps, refs).score,
+                      seconds=time.perf_counter() - start)
+
+
+def _validate_and_save(run: _Run) -> bool:
+    """Validate (process 0), keep best.pt and the schedules up to date, save last.pt; True = patience ran out."""
+    state, tcfg = run.state, run.cfg.train
+    state.last_validated = state.step
+    patience_out = 0.0
+    if run.ctx.is_main and run.data.dev is not None:
+        result = validate(run.model, run.objective, run.data.dev, run.data.tokenizer, run.cfg, run.amp,
+                          run.ctx.device, state.step)
+        improved = result.bleu > state.best_bleu
+        state.best_bleu = max(state.best_bleu, result.bleu)
+        state.bad_validations = 0 if improved else state.bad_validations + 1
+        if tcfg.scheduler == "plateau":
+            state.plateau = update_plateau(state.plateau, result.bleu, tcfg)
+        run.reporter.validation(result, state.best_bleu)
+        if improved:
+            save_checkpoint(_checkpoint(run, train_state=None), run.run_dir / "best.pt")
+        patience_out = float(tcfg.patience > 0 and state.bad_validations >= tcfg.patience)
+    # Only process 0 validates: the others take its learning-rate scale and its stopping decision.
+    state.plateau.scale, patience_out = dist_utils.broadcast_floats([state.plateau.scale, patience_out], run.ctx)
+    _save_last(run)
+    return patience_out > 0
+
+
+def _checkpoint(run: _Run, train_state: dict[str, Any] | None) -> dict[str, Any]:
+    return build_checkpoint(run.cfg, run.model.state_dict(), run.data.tokenizer.to_state(), train_state)
+
+
+def _save_last(run: _Run) -> Path:
+    """Write last.pt with everything resuming needs, the RNG states of every process included."""
+    rng_states = dist_utils.gather_objects(capture_rng_state(), run.ctx)
+    path = run.run_dir / "last.pt"
+    if run.ctx.is_main:
+        state = run.state
+        train_state = {"step": state.step, "epoch": state.epoch, "batches_done": state.batches_done,
+                       "best_bleu": state.best_bleu, "bad_validations": state.bad_validations,
+                       "last_validated": state.last_validated, "plateau": state.plateau.to_state(),
+                       "optimizer": run.optimizer.state_dict(), "scaler": run.scaler.state_dict(),
+                       "rng": rng_states}
+        save_checkpoint(_checkpoint(run, train_state), path)
+    return path
+
+
+def _restore(checkpoint: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler, ctx: DistContext) -> TrainState:
+    """Load weights, optimizer, scaler and RNG states from last.pt; returns the loop's state."""
+    saved = checkpoint["train_state"]
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if saved["scaler"] and scaler.is_enabled():
+        scaler.load_state_dict(saved["scaler"])
+    rng_states = saved["rng"]
+    restore_rng_state(rng_states[ctx.rank] if ctx.rank < len(rng_states) else rng_states[0])
+    return TrainState(step=saved["step"], epoch=saved["epoch"], batches_done=saved["batches_done"],
+                      best_bleu=saved["best_bleu"], bad_validations=saved["bad_validations"],
+                      last_validated=saved["last_validated"], plateau=PlateauState.from_state(saved["plateau"]))
+
+
+def _prepare_data(cfg: Config, checkpoint: dict[str, Any] | None, ctx: DistContext) -> Any:
+    """data.prepare(cfg); process 0 goes first so that the others load its cached tokenizer instead of racing."""
+    from .data import prepare
+    from .tokenizer import Tokenizer
+
+    if not ctx.is_main:
+        dist_utils.barrier(ctx)
+    data = prepare(cfg, verbose=ctx.is_main)
+    if ctx.is_main:
+        dist_utils.barrier(ctx)
+    if len(data.train) == 0:
+        raise DataError("the training split is empty after filtering; check data.train and data.max_length")
+    if checkpoint is not None and Tokenizer.from_state(checkpoint["tokenizer"]).fingerprint() != \
+            data.tokenizer.fingerprint():
+        raise CheckpointError("the data now yield another tokenizer than the one in last.pt (did the training "
+                              "text change?); resuming would not continue the same run")
+    return data
+
+
+def _build_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW, fused: one kernel per step, and it can skip a non-finite update on the device."""
+    kind = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=tcfg.lr, betas=(tcfg.betas[0], tcfg.betas[1]),
+                weight_decay=tcfg.weight_decay, fused=True)
+
+
+def _seed_everything(seed: int) -> None:
+    """The one place training seeds: Python, NumPy (if present) and torch (CPU and every GPU)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        np.random.seed(seed)
+
+
+@dataclass
+class _StopFlag:
+    requested: bool = False
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[_StopFlag]:
+    """SIGINT / SIGTERM ask the loop to stop after the current step (it then saves last.pt); a second one aborts."""
+    flag = _StopFlag()
+
+    def handle(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # Python only allows handlers there
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Reporter:
+    """Progress bar, RUN_DIR/train.log, TensorBoard scalars, and the per-step losses.
+
+    Steps hand in their statistics as device tensors; :meth:`flush` reads them all at once
+    (the loop's only host synchronisation), sums them over processes, logs one line, and
+    stops the run after ``max_nonfinite`` skipped updates in a row.
+    """
+
+    def __init__(self, run_dir: Path, tcfg: TrainConfig, ctx: DistContext, steps_per_epoch: int,
+                 start_step: int) -> None:
+        self.run_dir, self.tcfg, self.ctx = run_dir, tcfg, ctx
+        self.steps_per_epoch = steps_per_epoch
+        self.start_step = start_step
+        self.losses: dict[int, float] = {}
+        self.validations: list[Validation] = []
+        self._pending: list[tuple[int, Tensor, int, float]] = []  # step, stats (3,), target tokens, lr
+        self._nonfinite_steps: list[int] = []  # the current run of skipped updates
+        self._window_start = time.perf_counter()
+        self._stack = contextlib.ExitStack()
+        self._file: Any = None
+        self._writer: Any = None
+        self._bar: Any = None
+
+    def __enter__(self) -> Reporter:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        if self.ctx.is_main:
+            self._file = self._stack.enter_context(open(self.run_dir / "train.log", "a", encoding="utf-8"))
+            self._writer = _tensorboard_writer(self.run_dir)
+        total = self.tcfg.max_steps or self.steps_per_epoch * self.tcfg.max_epochs
+        show_bar = self.ctx.is_main and sys.stderr.isatty()
+        self._bar = self._stack.enter_context(tqdm(total=total, initial=self.start_step, unit="step",
+                                                   file=sys.stderr, disable=not show_bar, dynamic_ncols=True))
+        if show_bar:
+            self._stack.enter_context(logging_redirect_tqdm())  # log lines above the bar, not through it
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._stack.close()
+
+    def info(self, message: str) -> None:
+        self._write(logging.INFO, message)
+
+    def warning(self, message: str) -> None:
+        self._write(logging.WARNING, message)
+
+    def _write(self, level: int, message: str) -> None:
+        if not self.ctx.is_main:
+            return
+        logger.log(level, message)
+        if self._file is not None:
+            prefix = "WARNING " if level >= logging.WARNING else ""
+            self._file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix}{message}\n")
+            self._file.flush()
+
+    def record(self, step: int, stats: Tensor, num_tokens: int, lr: float) -> None:
+        """Keep one step's (3,) device statistics (loss sum, NLL sum, skipped) until the next flush."""
+        self._pending.append((step, stats, num_tokens, lr))
+        self._bar.update(1)
+
+    def flush(self, state: TrainState, stop_requested: bool) -> str | None:
+        """Read the pending steps, log them; returns "interrupted" when any process was asked to stop."""
+        if not self._pending and not self.ctx.is_distributed:
+            return "interrupted" if stop_requested else None
+        device = self.ctx.device
+        stats = [s for _, s, _, _ in self._pending] or [torch.zeros(0, device=device)]
+        flat = torch.cat([torch.cat([s.reshape(-1) for s in stats]), torch.tensor([float(stop_requested)],
+                                                                                  device=device)])
+        values = dist_utils.sum_across_ranks(flat, self.ctx).tolist()
+        rows = [values[3 * i:3 * i + 3] for i in range(len(self._pending))]
+        if rows:
+            self._log_window(state, rows)
+        self._pending = []
+        return "interrupted" if values[-1] > 0 else None
+
+    def _log_window(self, state: TrainState, rows: list[list[float]]) -> None:
+        elapsed = max(time.perf_counter() - self._window_start, 1e-9)
+        loss_sum = nll_sum = good_tokens = all_tokens = 0.0
+        skipped = []
+        for (step, _, num_tokens, _), (step_loss, step_nll, step_skipped) in zip(self._pending, rows):
+            self.losses[step] = step_loss / num_tokens
+            all_tokens += num_tokens
+            if step_skipped > 0:
+                skipped.append(step)
+                self._nonfinite_steps.append(step)
+                continue
+            self._nonfinite_steps = []
+            loss_sum, nll_sum, good_tokens = loss_sum + step_loss, nll_sum + step_nll, good_tokens + num_tokens
+        if skipped:
+            self.warning(f"non-finite loss or gradient at step(s) {', '.join(map(str, skipped))}: update skipped")
+        self._check_nonfinite()
+        loss = loss_sum / good_tokens if good_tokens else math.nan
+        ppl = math.exp(min(nll_sum / good_tokens, 100.0)) if good_tokens else math.nan
+        lr, tokens_per_s = self._pending[-1][3], all_tokens / elapsed
+        self.info(f"step {state.step} | epoch {state.epoch + 1} | loss {loss:.4f} | ppl {ppl:.2f} | lr {lr:.3g} "
+                  f"| {tokens_per_s:,.0f} tgt tok/s")
+        eta = elapsed / len(rows) * self._steps_to_validation(state)
+        self._bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", lr=f"{lr:.2g}",
+                              next_val=f"{int(eta // 60)}m{int(eta % 60):02d}s", refresh=False)
+        if self._writer is not None:
+            for name, value in (("loss", loss), ("ppl", ppl), ("lr", lr), ("target_tokens_per_s", tokens_per_s)):
+                self._writer.add_scalar(f"train/{name}", value, state.step)
+        self._window_start = time.perf_counter()
+
+    def _check_nonfinite(self) -> None:
+        limit = max(self.tcfg.max_nonfinite, 1)
+        if len(self._nonfinite_steps) < limit:
+            return
+        last = self.run_dir / "last.pt"
+        kept = f"the last good checkpoint, {last}, is untouched" if last.is_file() else "no checkpoint was written"
+        raise Seq2SeqError(
+            f"{len(self._nonfinite_steps)} updates in a row had a non-finite loss or gradient (steps "
+            f"{self._nonfinite_steps[0]}-{self._nonfinite_steps[-1]}, train.max_nonfinite={self.tcfg.max_nonfinite}); "
+            f"stopping: {kept}. Try a lower train.lr, some train.warmup_steps, train.clip_norm > 0 or train.amp=off")
+
+    def _steps_to_validation(self, state: TrainState) -> int:
+        if self.tcfg.validate_every:
+            return self.tcfg.validate_every - state.step % self.tcfg.validate_every
+        per_update = self.ctx.world_size * self.tcfg.accumulate
+        return max(self.steps_per_epoch - state.batches_done // per_update, 0)
+
+    def validation(self, result: Validation, best_bleu: float) -> None:
+        """Log one validation; the time it took does not count in the training throughput."""
+        self.validations.append(result)
+        self.info(f"validation at step {result.step} | dev loss {result.loss:.4f} | ppl {result.ppl:.2f} | "
+                  f"BLEU {result.bleu:.2f} | chrF {result.chrf:.2f} | best BLEU {best_bleu:.2f}")
+        if self._writer is not None:
+            for name in ("loss", "ppl", "bleu", "chrf"):
+                self._writer.add_scalar(f"dev/{name}", getattr(result, name), result.step)
+        self._window_start += result.seconds
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A SummaryWriter into RUN_DIR/tensorboard when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,0 +1,114 @@
+"""The CUDA paths of training: autocast, the fp16 gradient scaler, pinned memory, no host synchronisation.
+
+Skipped on machines without a CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import seq2seq.train as train_module
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.config import config_from_dict
+from seq2seq.data import prepare
+from seq2seq.device import resolve_amp
+from seq2seq.distributed import DistContext
+from seq2seq.train import train
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+DE = "null eins zwei drei vier fuenf sechs sieben acht neun".split()
+EN = "zero one two three four five six seven eight nine".split()
+
+
+def _config_dict(tmp_path: Path, **train_changes: Any) -> dict[str, Any]:
+    rng = random.Random(2)
+    lines = []
+    for _ in range(32):
+        digits = [rng.randrange(10) for _ in range(rng.randint(3, 6))]
+        lines.append(" ".join(DE[d] for d in digits) + "\t" + " ".join(EN[d] for d in digits))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    train_section = {"device": "cuda", "batch_size": 300, "lr": 0.01, "scheduler": "constant", "max_steps": 4,
+                     "validate_every": 2, "log_every": 2, "patience": 0, "max_epochs": 100}
+    train_section.update(train_changes)
+    return {"data": {"format": "tsv", "train": str(pairs), "dev": str(pairs), "cache_dir": str(tmp_path / "cache")},
+            "tokenizer": {"vocab_size": 64},
+            "model": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "decoder_hidden_size": 32,
+                      "dropout": 0.1, "attention": "luong_general"},
+            "train": train_section}
+
+
+def test_auto_amp_is_bf16_where_the_gpu_supports_it_else_fp16_with_a_scaler() -> None:
+    amp = resolve_amp("auto", torch.device("cuda"))
+    if torch.cuda.is_bf16_supported():
+        assert amp.dtype == torch.bfloat16 and not amp.use_scaler
+    else:
+        assert amp.dtype == torch.float16 and amp.use_scaler
+    assert resolve_amp("fp16", torch.device("cuda")).use_scaler
+
+
+@pytest.mark.parametrize("amp", ["auto", "fp16", "off"])
+def test_training_on_cuda_gives_finite_losses_and_fp32_weights(tmp_path: Path, amp: str) -> None:
+    result = train(config_from_dict(_config_dict(tmp_path, amp=amp)), tmp_path / "run")
+    assert result.steps == 4
+    assert all(math.isfinite(loss) for loss in result.losses.values())
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all(t.dtype == torch.float32 for t in last["model"].values() if t.is_floating_point())
+    if amp == "fp16":
+        assert "scale" in last["train_state"]["scaler"]  # the scaler's state travels with the run
+
+
+def test_cuda_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    train(config_from_dict(_config_dict(tmp_path, max_steps=2)), tmp_path / "run")
+    resumed = train(config_from_dict(_config_dict(tmp_path, max_steps=4)), tmp_path / "run", resume=True)
+    assert sorted(resumed.losses) == [3, 4]
+
+
+def test_batches_travel_through_pinned_memory_and_keep_lengths_on_the_cpu(tmp_path: Path) -> None:
+    corpus = prepare(config_from_dict(_config_dict(tmp_path)), verbose=False).train
+    host = corpus.collate([0, 1, 2])
+    assert host.pin_memory().src_ids.is_pinned()
+    moved = train_module._to_device(host, torch.device("cuda"))
+    assert moved.src_ids.is_cuda and moved.tgt_out_ids.is_cuda
+    assert moved.src_lengths.device.type == "cpu"  # pack_padded_sequence wants them there
+
+
+@pytest.mark.parametrize("amp_name", ["bf16", "off"])
+def test_a_training_step_never_waits_for_the_gpu(tmp_path: Path, amp_name: str) -> None:
+    from seq2seq.model.seq2seq import Seq2Seq
+
+    if amp_name == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    cfg = config_from_dict(_config_dict(tmp_path, amp=amp_name))
+    data = prepare(cfg, verbose=False)
+    device = torch.device("cuda")
+    model = Seq2Seq.from_config(cfg.model, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size).to(device)
+    objective = train_module.Objective(model, cfg.train.label_smoothing, cfg.train.teacher_forcing)
+    optimizer = train_module._build_optimizer(model, cfg.train)
+    amp = resolve_amp(amp_name, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp.use_scaler)
+    ctx = DistContext(device=device)
+    indices = list(range(8))
+    batches = [train_module._to_device(data.train.collate(indices), device)]
+    tokens = batches[0].num_tgt_tokens
+
+    def step() -> torch.Tensor:
+        return train_module.train_step(objective, optimizer, scaler, batches, tokens, 1e-3, cfg.train, amp, ctx)
+
+    step()  # the first step allocates optimizer state and picks kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert stats.shape == (3,) and stats.is_cuda
+    assert torch.isfinite(stats[:2]).all() and stats[2].item() == 0.0

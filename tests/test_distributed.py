@@ -1,0 +1,80 @@
+"""DistributedDataParallel with the gloo backend: two CPU processes under torchrun equal one process."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.config import config_from_dict
+from seq2seq.distributed import DistContext, rank_share
+from seq2seq.train import _epoch_groups, train
+
+DE = "null eins zwei drei vier fuenf sechs sieben acht neun".split()
+EN = "zero one two three four five six seven eight nine".split()
+
+
+def _config_dict(tmp_path: Path, **train_changes: Any) -> dict[str, Any]:
+    rng = random.Random(1)
+    lines = []
+    for _ in range(24):
+        digits = [rng.randrange(10) for _ in range(rng.randint(3, 6))]
+        lines.append(" ".join(DE[d] for d in digits) + "\t" + " ".join(EN[d] for d in digits))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # 4 batches of 6 sentences per epoch: no batch is left over for one process and not the other.
+    train_section = {"device": "cpu", "batch_by": "sentences", "batch_size": 6, "lr": 0.01, "scheduler": "constant", "max_steps": 4,
+                     "validate_every": 2, "log_every": 1, "patience": 0, "max_epochs": 100, "amp": "off",
+                     "label_smoothing": 0.1}
+    train_section.update(train_changes)
+    return {"data": {"format": "tsv", "train": str(pairs), "dev": str(pairs), "cache_dir": str(tmp_path / "cache")},
+            "tokenizer": {"vocab_size": 64},
+            "model": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "decoder_hidden_size": 32,
+                      "dropout": 0.0},
+            "train": train_section}
+
+
+@pytest.mark.slow  # torchrun starts three Python processes: about 10 s
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path: Path) -> None:
+    # One process accumulating 2 batches per update sees exactly the batches two processes share.
+    single = train(config_from_dict(_config_dict(tmp_path, accumulate=2)), tmp_path / "single")
+
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(_config_dict(tmp_path, accumulate=1)), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "seq2seq", "train", str(config_path), "--run-dir", str(tmp_path / "ddp")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    ddp_checkpoint = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ddp_checkpoint["train_state"]["step"] == single.steps == 4
+    assert len(ddp_checkpoint["train_state"]["rng"]) == 2  # each process's generators, for resuming
+    single_weights = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
+    for name, value in ddp_checkpoint["model"].items():
+        assert torch.allclose(value, single_weights[name], atol=1e-5), name
+    log = (tmp_path / "ddp" / "train.log").read_text(encoding="utf-8")
+    logged = [float(line.split("| loss ")[1].split()[0]) for line in log.splitlines() if "| loss " in line]
+    assert logged == pytest.approx([single.losses[step] for step in range(1, 5)], abs=2e-4)  # rank 0 alone logs
+
+
+def test_every_process_gets_as_many_batches_and_all_get_each_batch_once(tmp_path: Path) -> None:
+    from seq2seq.data import prepare
+
+    cfg = config_from_dict(_config_dict(tmp_path, batch_by="tokens", batch_size=40, accumulate=2))
+    corpus = prepare(cfg, verbose=False).train
+    contexts = [DistContext(rank=rank, world_size=2) for rank in range(2)]
+    groups = _epoch_groups(corpus, cfg.train, epoch=0, ctx=contexts[0])
+    shares = [[batch for group in groups for batch in rank_share(group, ctx)] for ctx in contexts]
+    assert len(shares[0]) == len(shares[1])
+    order = corpus.batch_order(40, "tokens", shuffle=True, seed=cfg.train.seed, epoch=0)
+    seen = sorted(tuple(batch) for share in shares for batch in share)
+    assert seen == sorted(tuple(batch) for batch in order[: len(order) // 2 * 2])

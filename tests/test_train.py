@@ -1,0 +1,282 @@
+"""The training loop: it learns, resumes bit for bit, skips non-finite updates, and guards run directories."""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import seq2seq.train as train_module
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.cli import main
+from seq2seq.config import Config, TrainConfig, config_from_dict
+from seq2seq.device import AmpSettings
+from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
+from seq2seq.schedule import PlateauState, lr_at, update_plateau
+from seq2seq.train import train
+
+DE = "null eins zwei drei vier fuenf sechs sieben acht neun".split()
+EN = "zero one two three four five six seven eight nine".split()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Any:
+    """Tiny models run fastest on one thread; several spin and wait for each other on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 German digit sequences and their English words, one TSV used as both train and dev."""
+    directory = tmp_path_factory.mktemp("digits")
+    rng = random.Random(0)
+    lines = []
+    for _ in range(40):
+        digits = [rng.randrange(10) for _ in range(rng.randint(3, 6))]
+        lines.append(" ".join(DE[d] for d in digits) + "\t" + " ".join(EN[d] for d in digits))
+    (directory / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
+def digits_config(data_dir: Path, **train: Any) -> Config:
+    """A model of a few thousand weights on the digit pairs; ``train`` overrides TrainConfig fields."""
+    pairs = str(data_dir / "pairs.tsv")
+    train_section = {"device": "cpu", "batch_size": 300, "lr": 0.01, "scheduler": "constant",
+                     "label_smoothing": 0.0, "max_steps": 6, "validate_every": 3, "log_every": 1,
+                     "patience": 0, "max_epochs": 1000, "amp": "off"}
+    train_section.update(train)
+    return config_from_dict({
+        "data": {"format": "tsv", "train": pairs, "dev": pairs, "cache_dir": str(data_dir / "cache")},
+        "tokenizer": {"vocab_size": 64},
+        "model": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "decoder_hidden_size": 32,
+                  "dropout": 0.0},
+        "train": train_section,
+    })
+
+
+@pytest.mark.slow  # about 10 s on a free CPU core
+def test_small_model_overfits_a_few_dozen_pairs(data_dir: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict({**_as_dict(digits_config(data_dir)), "model": {
+        "embedding_size": 32, "hidden_size": 32, "num_layers": 1, "decoder_hidden_size": 64, "dropout": 0.0}})
+    cfg = _with_train(cfg, batch_size=1000, max_steps=150, validate_every=50, log_every=50)
+    start = time.perf_counter()
+    result = train(cfg, tmp_path / "run")
+    assert time.perf_counter() - start < 60
+    assert result.best_bleu > 90, result.validations
+    assert result.best_checkpoint == tmp_path / "run" / "best.pt"
+    best = load_checkpoint(result.best_checkpoint)
+    assert "train_state" not in best  # best.pt is for inference: weights, config, tokenizer
+    assert {"config.yaml", "train.log", "last.pt"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_resume_after_a_signal_reproduces_the_uninterrupted_losses_bit_for_bit(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dropout and scheduled sampling draw random numbers, accumulation and the plateau schedule keep
+    # state: all of it must come back from last.pt.
+    cfg = digits_config(data_dir, accumulate=2, batch_size=150, teacher_forcing=0.5, scheduler="plateau",
+                      warmup_steps=2, plateau_patience=0, label_smoothing=0.1, max_steps=6, validate_every=3)
+    cfg = config_from_dict({**_as_dict(cfg), "model": {**_as_dict(cfg)["model"], "dropout": 0.3}})
+    full = train(cfg, tmp_path / "full")
+
+    calls = {"n": 0}
+    real_step = train_module.train_step
+
+    def step_then_signal(*args: Any, **kwargs: Any) -> torch.Tensor:
+        stats = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGTERM)  # what `kill` or torchrun sends
+        return stats
+
+    monkeypatch.setattr(train_module, "train_step", step_then_signal)
+    first = train(cfg, tmp_path / "split")
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    assert first.stop_reason == "interrupted" and first.steps == 2
+    second = train(cfg, tmp_path / "split", resume=True)
+
+    assert second.steps == full.steps == 6
+    assert {**first.losses, **second.losses} == full.losses  # exact float equality
+    assert [v.bleu for v in second.validations] == [v.bleu for v in full.validations]
+    _assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "split" / "last.pt")
+
+
+def test_resume_may_raise_max_steps_and_continues_exactly(data_dir: Path, tmp_path: Path) -> None:
+    full = train(digits_config(data_dir, max_steps=6), tmp_path / "full")
+    train(digits_config(data_dir, max_steps=3), tmp_path / "split")
+    resumed = train(digits_config(data_dir, max_steps=6), tmp_path / "split", resume=True)
+    assert full.losses[6] < full.losses[1]  # it learns
+    assert resumed.losses == {step: loss for step, loss in full.losses.items() if step > 3}
+    _assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "split" / "last.pt")
+
+
+def test_resume_refuses_a_changed_model_shape_naming_the_key(data_dir: Path, tmp_path: Path) -> None:
+    train(digits_config(data_dir, max_steps=1, validate_every=0), tmp_path / "run")
+    changed = config_from_dict({**_as_dict(digits_config(data_dir)), "model": {
+        **_as_dict(digits_config(data_dir))["model"], "hidden_size": 24}})
+    with pytest.raises(ConfigError, match="model.hidden_size"):
+        train(changed, tmp_path / "run", resume=True)
+
+
+def test_an_existing_run_directory_is_refused_without_resume_or_overwrite(data_dir: Path, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(b"an earlier run")
+    with pytest.raises(Seq2SeqError, match="--resume.*--overwrite") as info:
+        train(digits_config(data_dir), run_dir)
+    assert str(run_dir) in str(info.value)
+    assert (run_dir / "last.pt").read_bytes() == b"an earlier run"
+
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text("data:\n  format: synthetic\n", encoding="utf-8")
+    assert main(["train", str(config_path), "--run-dir", str(run_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_resume_without_last_checkpoint_is_a_clear_error(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="last.pt.*without --resume"):
+        train(digits_config(data_dir), tmp_path / "empty", resume=True)
+
+
+def test_overwrite_replaces_an_existing_run(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "train.log").write_text("old run\n", encoding="utf-8")
+    result = train(digits_config(data_dir, max_steps=1, validate_every=0), run_dir, overwrite=True)
+    assert result.steps == 1
+    assert "old run" not in (run_dir / "train.log").read_text(encoding="utf-8")
+
+
+def test_non_finite_losses_skip_updates_then_stop_the_run(data_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    real_sums = train_module.token_loss_sums
+
+    def nan_during_training(log_probs: torch.Tensor, tgt_out_ids: torch.Tensor, smoothing: float) -> torch.Tensor:
+        sums = real_sums(log_probs, tgt_out_ids, smoothing)
+        return sums * math.nan if torch.is_grad_enabled() and nan_during_training.on else sums
+
+    nan_during_training.on = False  # type: ignore[attr-defined]
+    real_step = train_module.train_step
+    calls = {"n": 0}
+
+    def step(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls["n"] += 1
+        nan_during_training.on = calls["n"] > 3  # type: ignore[attr-defined]
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "token_loss_sums", nan_during_training)
+    monkeypatch.setattr(train_module, "train_step", step)
+    with pytest.raises(Seq2SeqError, match="2 updates in a row had a non-finite loss") as info:
+        train(digits_config(data_dir, max_nonfinite=2, validate_every=3, max_steps=10), tmp_path / "run")
+    assert "last.pt" in str(info.value)
+    assert "non-finite loss or gradient at step(s) 4" in caplog.text
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["train_state"]["step"] == 3  # written at the validation before the faults, then left alone
+    assert all(torch.isfinite(t).all() for t in last["model"].values())
+
+
+def test_a_non_finite_gradient_leaves_weights_and_adam_moments_untouched() -> None:
+    model = torch.nn.Linear(3, 2)
+    optimizer = train_module._build_optimizer(model, TrainConfig())
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    amp = AmpSettings(dtype=None, use_scaler=False)
+    model(torch.ones(1, 3)).sum().backward()
+    assert not train_module._optimizer_step(optimizer, scaler, torch.tensor(1.0), 1.0, amp)
+    before = [p.detach().clone() for p in model.parameters()]
+    moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()]
+    (model(torch.ones(1, 3)).sum() * math.inf).backward()
+    assert train_module._optimizer_step(optimizer, scaler, torch.tensor(math.inf), 1.0, amp)
+    for p, old, moment in zip(model.parameters(), before, moments):
+        assert torch.equal(p, old)
+        assert torch.equal(optimizer.state[p]["exp_avg"], moment)
+        assert int(optimizer.state[p]["step"]) == 1
+
+
+def test_cuda_out_of_memory_names_the_batch_size(data_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module, "train_step", out_of_memory)
+    with pytest.raises(Seq2SeqError, match="train.batch_size=150"):
+        train(digits_config(data_dir, batch_size=300), tmp_path / "run")
+
+
+def test_cpu_bf16_autocast_trains_with_fp32_master_weights(data_dir: Path, tmp_path: Path) -> None:
+    result = train(digits_config(data_dir, amp="bf16", max_steps=3), tmp_path / "run")
+    assert all(math.isfinite(loss) for loss in result.losses.values())
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+
+
+def test_log_has_one_line_per_interval_and_per_validation(data_dir: Path, tmp_path: Path) -> None:
+    train(digits_config(data_dir, max_steps=4, log_every=2, validate_every=4), tmp_path / "run")
+    lines = (tmp_path / "run" / "train.log").read_text(encoding="utf-8").splitlines()
+    steps = [line for line in lines if " step " in line and "tgt tok/s" in line]
+    validations = [line for line in lines if "validation at step" in line]
+    assert [line.split(" step ")[1].split()[0] for line in steps] == ["2", "4"]
+    assert len(validations) == 1 and "BLEU" in validations[0] and "chrF" in validations[0]
+
+
+def test_lr_warms_up_linearly_then_follows_the_schedule() -> None:
+    cfg = TrainConfig(lr=1e-3, warmup_steps=4, scheduler="inverse_sqrt", min_lr=1e-5)
+    assert [lr_at(step, cfg) for step in (1, 2, 4)] == pytest.approx([2.5e-4, 5e-4, 1e-3])
+    assert lr_at(16, cfg) == pytest.approx(1e-3 * math.sqrt(4 / 16))
+    assert lr_at(10**9, cfg) == 1e-5
+    constant = TrainConfig(lr=1e-3, scheduler="constant")
+    assert lr_at(1, constant) == lr_at(10**6, constant) == 1e-3
+    plateau = TrainConfig(lr=1e-3, scheduler="plateau", min_lr=2e-4)
+    assert lr_at(10, plateau, plateau_scale=0.5) == 5e-4
+    assert lr_at(10, plateau, plateau_scale=0.01) == 2e-4
+
+
+def test_plateau_halves_the_rate_after_patience_validations_without_gain() -> None:
+    cfg = TrainConfig(scheduler="plateau", plateau_factor=0.5, plateau_patience=2)
+    state = update_plateau(PlateauState(), 10.0, cfg)
+    state = update_plateau(state, 9.0, cfg)
+    assert state.scale == 1.0
+    state = update_plateau(state, 10.0, cfg)  # no gain over 10.0 either
+    assert state.scale == 0.5 and state.bad_validations == 0
+    assert update_plateau(state, 11.0, cfg).best_bleu == 11.0
+    assert PlateauState.from_state(state.to_state()) == state
+
+
+def test_label_smoothed_loss_matches_torch_cross_entropy() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 7)
+    tgt_out_ids = torch.tensor([[4, 5, 3], [6, 3, 0]])  # 0 = PAD
+    sums = train_module.token_loss_sums(torch.log_softmax(logits, -1), tgt_out_ids, 0.1)
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, 7), tgt_out_ids.view(-1), ignore_index=0,
+                                                 label_smoothing=0.1, reduction="sum")
+    nll = torch.nn.functional.cross_entropy(logits.view(-1, 7), tgt_out_ids.view(-1), ignore_index=0,
+                                            reduction="sum")
+    assert torch.allclose(sums, torch.stack([expected, nll]))
+
+
+def _as_dict(cfg: Config) -> dict[str, Any]:
+    from seq2seq.config import config_to_dict
+
+    return config_to_dict(cfg)
+
+
+def _with_train(cfg: Config, **changes: Any) -> Config:
+    raw = _as_dict(cfg)
+    raw["train"].update(changes)
+    return config_from_dict(raw)
+
+
+def _assert_same_weights(path_a: Path, path_b: Path) -> None:
+    a, b = load_checkpoint(path_a)["model"], load_checkpoint(path_b)["model"]
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
