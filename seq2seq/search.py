@@ -4,8 +4,9 @@ Both searches see the model through three calls: ``encode(src_ids, src_lengths)`
 ``init_state(enc)`` and ``decode_step(prev_ids, state, enc) -> (log_probs, state, attention)``,
 plus ``index_select`` on the encoder output and the decoder state. Sentences (and, in
 beam search, beams) are processed together as rows of one tensor: there is no Python
-loop over them, and each step synchronises with the host once, to ask whether every
-sentence has finished.
+loop over them. Each step synchronises with the host once, to learn which sentences
+have finished; those leave the batch (its tensors are compacted with ``index_select``),
+so long sentences do not make the short ones pay for extra steps.
 
 Conventions shared by both:
 
@@ -20,6 +21,7 @@ Conventions shared by both:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +59,12 @@ class _FinishedStore:
     tgt_ids: Tensor
     attention: Tensor | None
 
+    def select(self, sentences: Tensor) -> _FinishedStore:
+        """The lists of the sentences ``sentences`` (A',) long, on the store's device."""
+        return _FinishedStore(score=self.score[sentences], log_prob=self.log_prob[sentences],
+                              length=self.length[sentences], tgt_ids=self.tgt_ids[sentences],
+                              attention=None if self.attention is None else self.attention[sentences])
+
 
 def length_penalty(lengths: Tensor | float, alpha: float) -> Tensor | float:
     """GNMT length penalty lp(|Y|) = ((5 + |Y|) / 6) ** alpha, elementwise; |Y| counts EOS."""
@@ -73,47 +81,88 @@ def greedy_search(model: Any, src_ids: Tensor, src_lengths: Tensor, options: Dec
                   return_attention: bool = False) -> list[Hypothesis]:
     """Pick the most probable token at each step. src_ids (B, S), src_lengths (B,) -> one Hypothesis per sentence.
 
-    Each sentence stops at its EOS (later steps feed it PAD and leave its score alone);
-    the batch stops when every sentence has. ``options.beam_size`` and ``nbest`` are ignored.
+    A sentence stops at its EOS and leaves the batch, so later steps compute only the
+    sentences still open; the search stops when every sentence has. ``options.beam_size``
+    and ``nbest`` are ignored.
     """
     options = options or DecodeConfig()
     limits = max_output_lengths(src_lengths, options)
     device = src_ids.device
     enc = model.encode(src_ids, src_lengths)
-    state = model.init_state(enc)
     batch_size = src_ids.size(0)
-    limit_rows = limits.to(device)
+    rows = _GreedyRows(sentence=torch.arange(batch_size), limits=limits, limit_rows=limits.to(device),
+                       enc=enc, state=model.init_state(enc),
+                       log_prob=torch.zeros(batch_size, device=device),
+                       history=torch.empty(batch_size, 0, dtype=torch.long, device=device), attention=None)
     prev_ids = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
-    finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
-    log_prob = torch.zeros(batch_size, dtype=torch.float32, device=device)
-    history = torch.empty(batch_size, 0, dtype=torch.long, device=device)
-    attention_steps: list[Tensor] = []
+    finished_parts: list[_GreedyRows] = []
     for step in range(int(limits.max()) + 1):
-        log_probs, state, attention = model.decode_step(prev_ids, state, enc)
-        log_probs = mask_log_probs(log_probs.float(), step=step, limits=limit_rows, options=options, history=history)
+        log_probs, state, attention = model.decode_step(prev_ids, rows.state, rows.enc)
+        log_probs = mask_log_probs(log_probs.float(), step=step, limits=rows.limit_rows,
+                                   shortest_limit=int(rows.limits.min()), options=options, history=rows.history)
         step_log_prob, tgt_ids = log_probs.max(dim=1)
-        tgt_ids = tgt_ids.masked_fill(finished, PAD_ID)
-        log_prob = log_prob + step_log_prob.masked_fill(finished, 0.0)
-        history = torch.cat([history, tgt_ids.unsqueeze(1)], dim=1)
-        if return_attention and attention is not None:
-            attention_steps.append(attention.float())
-        finished = finished | (tgt_ids == EOS_ID)
-        if bool(finished.all()):  # the one host synchronisation per step
-            break
+        rows = rows.advance(state, tgt_ids, step_log_prob, attention if return_attention else None)
+        finished = (tgt_ids == EOS_ID).cpu()  # the one host synchronisation per step
+        if bool(finished.any()):
+            finished_parts.append(rows.select(finished.nonzero()[:, 0], keep_model_state=False))
+            if bool(finished.all()):
+                break
+            still_open = (~finished).nonzero()[:, 0]
+            rows = rows.select(still_open)
+            tgt_ids = tgt_ids.index_select(0, still_open.to(device))
         prev_ids = tgt_ids
-    attention_all = torch.stack(attention_steps, dim=1) if attention_steps else None  # (B, T, S)
-    return _greedy_hypotheses(history, log_prob, attention_all, src_lengths, options.length_penalty)
+    return _greedy_hypotheses(finished_parts, src_lengths, options.length_penalty)
 
 
-def _greedy_hypotheses(history: Tensor, log_prob: Tensor, attention: Tensor | None, src_lengths: Tensor,
-                       alpha: float) -> list[Hypothesis]:
-    """history (B, T) with one EOS per row, log_prob (B,), attention (B, T, S) | None -> Hypotheses."""
-    hypotheses = []
-    for row, (ids, total) in enumerate(zip(history.tolist(), log_prob.tolist())):
-        length = ids.index(EOS_ID)
-        hypotheses.append(Hypothesis(
-            tgt_ids=ids[:length], score=total / length_penalty(length + 1, alpha), log_prob=total,
-            attention=None if attention is None else attention[row, :length + 1, :int(src_lengths[row])].cpu()))
+@dataclass
+class _GreedyRows:
+    """The sentences greedy search is still extending (or, once selected out, has finished).
+
+    sentence/limits (A,) on the CPU: the input row and output limit of each; limit_rows the
+    limits on the device; log_prob (A,); history (A, t) the tokens so far; attention (A, t, S) or None.
+    """
+
+    sentence: Tensor
+    limits: Tensor
+    limit_rows: Tensor
+    enc: Any
+    state: Any
+    log_prob: Tensor
+    history: Tensor
+    attention: Tensor | None
+
+    def advance(self, state: Any, tgt_ids: Tensor, step_log_prob: Tensor, attention: Tensor | None) -> _GreedyRows:
+        """Append this step's tokens (A,), their log-probabilities (A,) and attention (A, S)."""
+        history = torch.cat([self.history, tgt_ids.unsqueeze(1)], dim=1)
+        if attention is not None:
+            step_attention = attention.float().unsqueeze(1)
+            attention = step_attention if self.attention is None else torch.cat([self.attention, step_attention], 1)
+        return dataclasses.replace(self, state=state, log_prob=self.log_prob + step_log_prob, history=history,
+                                   attention=attention)
+
+    def select(self, keep: Tensor, keep_model_state: bool = True) -> _GreedyRows:
+        """The rows ``keep`` (A',) CPU long; without the encoder output and state for rows that are done."""
+        on_device = keep.to(self.history.device)
+        return _GreedyRows(
+            sentence=self.sentence[keep], limits=self.limits[keep], limit_rows=self.limit_rows[on_device],
+            enc=self.enc.index_select(on_device) if keep_model_state else None,
+            state=self.state.index_select(on_device) if keep_model_state else None,
+            log_prob=self.log_prob[on_device], history=self.history[on_device],
+            attention=None if self.attention is None else self.attention[on_device])
+
+
+def _greedy_hypotheses(parts: list[_GreedyRows], src_lengths: Tensor, alpha: float) -> list[Hypothesis]:
+    """One Hypothesis per sentence from the finished parts, whose rows all end with EOS."""
+    hypotheses: list[Hypothesis | None] = [None] * len(src_lengths)
+    for part in parts:
+        for row, (sentence, ids, total) in enumerate(zip(part.sentence.tolist(), part.history.tolist(),
+                                                         part.log_prob.tolist())):
+            length = len(ids) - 1
+            attention = None
+            if part.attention is not None:
+                attention = part.attention[row, :, :int(src_lengths[sentence])].cpu()
+            hypotheses[sentence] = Hypothesis(tgt_ids=ids[:length], score=total / length_penalty(length + 1, alpha),
+                                              log_prob=total, attention=attention)
     return hypotheses
 
 
@@ -125,7 +174,7 @@ def beam_search(model: Any, src_ids: Tensor, src_lengths: Tensor, options: Decod
     open beams and keeps the top K. An EOS among them moves that hypothesis to the
     sentence's finished list and leaves its slot empty for the step, so beam size 1 is
     exactly greedy search. The finished list is final once no open beam can beat its
-    ``nbest``-th entry (see :func:`_open_bound`); the sentence then stops.
+    ``nbest``-th entry (see :func:`_open_bound`); the sentence then leaves the batch.
     """
     options = options or DecodeConfig()
     beam_size, nbest = options.beam_size, options.nbest
@@ -133,53 +182,109 @@ def beam_search(model: Any, src_ids: Tensor, src_lengths: Tensor, options: Decod
     max_steps = int(limits.max()) + 1
     device = src_ids.device
     batch_size = src_ids.size(0)
-    rows = batch_size * beam_size
     # Expand once per batch: each sentence's encoder output (and attention keys) K times.
-    beam_origin = torch.arange(batch_size, device=device).repeat_interleave(beam_size)
-    enc = model.encode(src_ids, src_lengths).index_select(beam_origin)
-    state = model.init_state(enc)
-    limit_rows = limits.to(device).repeat_interleave(beam_size)
-    bound_penalty = length_penalty(limits.to(device, torch.float32) + 1.0, options.length_penalty)  # (B,)
+    enc = model.encode(src_ids, src_lengths).index_select(
+        torch.arange(batch_size, device=device).repeat_interleave(beam_size))
     # Only the first beam of each sentence is alive at the start; the others are copies with score -inf.
     log_prob = torch.full((batch_size, beam_size), NEG_INF, device=device)
     log_prob[:, 0] = 0.0
-    prev_ids = torch.full((rows,), BOS_ID, dtype=torch.long, device=device)
-    history = torch.empty(rows, 0, dtype=torch.long, device=device)
-    attention_history: Tensor | None = None
-    store = _empty_store(batch_size, nbest, max_steps, device)
-    row_offset = (torch.arange(batch_size, device=device) * beam_size).unsqueeze(1)  # (B, 1)
+    beams = _Beams(sentence=torch.arange(batch_size), limits=limits,
+                   limit_rows=limits.to(device).repeat_interleave(beam_size),
+                   bound_penalty=length_penalty(limits.to(device, torch.float32) + 1.0, options.length_penalty),
+                   enc=enc, state=model.init_state(enc), log_prob=log_prob,
+                   history=torch.empty(batch_size * beam_size, 0, dtype=torch.long, device=device), attention=None,
+                   store=_empty_store(batch_size, nbest, max_steps, device))
+    prev_ids = torch.full((batch_size * beam_size,), BOS_ID, dtype=torch.long, device=device)
+    finished_parts: list[_Beams] = []
     for step in range(max_steps):
-        step_log_probs, state, attention = model.decode_step(prev_ids, state, enc)
-        step_log_probs = mask_log_probs(step_log_probs.float(), step=step, limits=limit_rows, options=options,
-                                        history=history)
-        log_prob, origin, tgt_ids = _top_candidates(log_prob, step_log_probs, beam_size)
-        flat_origin = (origin + row_offset).view(-1)
-        state = state.index_select(flat_origin)
-        history = torch.cat([history.index_select(0, flat_origin), tgt_ids.view(rows, 1)], dim=1)
-        if return_attention and attention is not None:
-            attention_history = _extend_attention(attention_history, attention.float(), flat_origin)
-        is_eos = tgt_ids == EOS_ID
-        store = _add_finished(store, log_prob, is_eos, history, attention_history, step, options.length_penalty)
-        log_prob = log_prob.masked_fill(is_eos, NEG_INF)  # the slot of a finished hypothesis is empty
-        done = store.score[:, nbest - 1] >= _open_bound(log_prob, bound_penalty)
-        log_prob = log_prob.masked_fill(done.unsqueeze(1), NEG_INF)
-        if bool(done.all()):  # the one host synchronisation per step
-            break
-        prev_ids = tgt_ids.view(rows)
-    return _beam_hypotheses(store, src_lengths)
+        step_log_probs, state, attention = model.decode_step(prev_ids, beams.state, beams.enc)
+        step_log_probs = mask_log_probs(step_log_probs.float(), step=step, limits=beams.limit_rows,
+                                        shortest_limit=int(beams.limits.min()), options=options,
+                                        history=beams.history)
+        candidates = _top_candidates(beams.log_prob, step_log_probs, beam_size)
+        beams = beams.advance(state, candidates, attention if return_attention else None, step,
+                              options.length_penalty)
+        done = (beams.store.score[:, nbest - 1] >= _open_bound(beams.log_prob, beams.bound_penalty)).cpu()
+        if bool(done.any()):  # `done` above is the one host synchronisation per step
+            finished_parts.append(beams.select(done.nonzero()[:, 0], beam_size, keep_model_state=False))
+            if bool(done.all()):
+                break
+            beams = beams.select((~done).nonzero()[:, 0], beam_size)
+        prev_ids = beams.history[:, -1]
+    return _beam_hypotheses(finished_parts, src_lengths)
 
 
-def _top_candidates(log_prob: Tensor, step_log_probs: Tensor, beam_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """log_prob (B, K) of the open beams + step_log_probs (B*K, V) -> the top K extensions of each sentence.
+@dataclass
+class _Candidates:
+    """The top K extensions of each sentence: log_prob, origin (the beam extended) and tgt_ids, each (A, K)."""
 
-    Returns their log-probabilities (B, K), the beam each extends (B, K) and its new token (B, K).
+    log_prob: Tensor
+    origin: Tensor
+    tgt_ids: Tensor
+
+
+@dataclass
+class _Beams:
+    """The K beams of each sentence still searching, and its finished list (A sentences).
+
+    sentence/limits (A,) on the CPU: the input row and output limit of each; limit_rows
+    (A*K,) and bound_penalty (A,) = lp(limit + 1) on the device; log_prob (A, K), -inf for
+    an empty slot; history (A*K, t); attention (A*K, t, S) or None; store the finished list.
+    """
+
+    sentence: Tensor
+    limits: Tensor
+    limit_rows: Tensor
+    bound_penalty: Tensor
+    enc: Any
+    state: Any
+    log_prob: Tensor
+    history: Tensor
+    attention: Tensor | None
+    store: _FinishedStore
+
+    def advance(self, state: Any, candidates: _Candidates, attention: Tensor | None, step: int,
+                alpha: float) -> _Beams:
+        """Reorder everything by beam origin, append the new tokens, move EOS hypotheses to the store."""
+        num_sentences, beam_size = candidates.origin.shape
+        row_offset = torch.arange(num_sentences, device=candidates.origin.device).unsqueeze(1) * beam_size
+        flat_origin = (candidates.origin + row_offset).view(-1)
+        history = torch.cat([self.history.index_select(0, flat_origin), candidates.tgt_ids.view(-1, 1)], dim=1)
+        attention_history = self.attention
+        if attention is not None:
+            attention_history = _extend_attention(self.attention, attention.float(), flat_origin)
+        is_eos = candidates.tgt_ids == EOS_ID
+        store = _add_finished(self.store, candidates.log_prob, is_eos, history, attention_history, step, alpha)
+        return dataclasses.replace(self, state=state.index_select(flat_origin), history=history,
+                                   attention=attention_history, store=store,
+                                   log_prob=candidates.log_prob.masked_fill(is_eos, NEG_INF))
+
+    def select(self, keep: Tensor, beam_size: int, keep_model_state: bool = True) -> _Beams:
+        """The sentences ``keep`` (A',) CPU long, with their K beams each; model state dropped for finished ones."""
+        device = self.log_prob.device
+        sentences = keep.to(device)
+        rows = (sentences.unsqueeze(1) * beam_size + torch.arange(beam_size, device=device)).view(-1)
+        return _Beams(
+            sentence=self.sentence[keep], limits=self.limits[keep], limit_rows=self.limit_rows[rows],
+            bound_penalty=self.bound_penalty[sentences],
+            enc=self.enc.index_select(rows) if keep_model_state else None,
+            state=self.state.index_select(rows) if keep_model_state else None,
+            log_prob=self.log_prob[sentences], history=self.history[rows],
+            attention=None if self.attention is None else self.attention[rows],
+            store=self.store.select(sentences))
+
+
+def _top_candidates(log_prob: Tensor, step_log_probs: Tensor, beam_size: int) -> _Candidates:
+    """log_prob (A, K) of the open beams + step_log_probs (A*K, V) -> the top K extensions of each sentence.
+
     All candidates of a step have the same length, so ranking by log-probability is ranking by score.
     """
     batch_size = log_prob.size(0)
     vocab_size = step_log_probs.size(1)
     candidates = (log_prob.view(-1, 1) + step_log_probs).view(batch_size, beam_size * vocab_size)
     top_log_prob, top_index = candidates.topk(beam_size, dim=1)
-    return top_log_prob, torch.div(top_index, vocab_size, rounding_mode="floor"), top_index % vocab_size
+    return _Candidates(log_prob=top_log_prob, origin=torch.div(top_index, vocab_size, rounding_mode="floor"),
+                       tgt_ids=top_index % vocab_size)
 
 
 def _open_bound(log_prob: Tensor, bound_penalty: Tensor) -> Tensor:
@@ -242,48 +347,53 @@ def _add_finished(store: _FinishedStore, log_prob: Tensor, is_eos: Tensor, histo
         tgt_ids=tgt_ids, attention=attention)
 
 
-def _beam_hypotheses(store: _FinishedStore, src_lengths: Tensor) -> list[list[Hypothesis]]:
-    """The finite entries of the store, best first, as Hypotheses (one host transfer)."""
-    scores, log_probs, lengths = store.score.tolist(), store.log_prob.tolist(), store.length.tolist()
-    tgt_ids = store.tgt_ids.tolist()
-    nbest_lists = []
-    for row, row_scores in enumerate(scores):
-        hypotheses = []
-        for slot, score in enumerate(row_scores):
-            if math.isinf(score):
-                continue
-            length = lengths[row][slot]
-            attention = None
-            if store.attention is not None:
-                attention = store.attention[row, slot, :length + 1, :int(src_lengths[row])].cpu()
-            hypotheses.append(Hypothesis(tgt_ids=tgt_ids[row][slot][:length], score=score,
-                                         log_prob=log_probs[row][slot], attention=attention))
-        nbest_lists.append(hypotheses)
+def _beam_hypotheses(parts: list[_Beams], src_lengths: Tensor) -> list[list[Hypothesis]]:
+    """The finite entries of each finished sentence's store, best first, as Hypotheses."""
+    nbest_lists: list[list[Hypothesis]] = [[] for _ in range(len(src_lengths))]
+    for part in parts:
+        store = part.store
+        scores, log_probs, lengths = store.score.tolist(), store.log_prob.tolist(), store.length.tolist()
+        tgt_ids = store.tgt_ids.tolist()
+        for row, sentence in enumerate(part.sentence.tolist()):
+            for slot, score in enumerate(scores[row]):
+                if math.isinf(score):
+                    continue
+                length = lengths[row][slot]
+                attention = None
+                if store.attention is not None:
+                    attention = store.attention[row, slot, :length + 1, :int(src_lengths[sentence])].cpu()
+                nbest_lists[sentence].append(Hypothesis(tgt_ids=tgt_ids[row][slot][:length], score=score,
+                                                        log_prob=log_probs[row][slot], attention=attention))
     return nbest_lists
 
 
-def mask_log_probs(log_probs: Tensor, *, step: int, limits: Tensor, options: DecodeConfig,
+def mask_log_probs(log_probs: Tensor, *, step: int, limits: Tensor, shortest_limit: int, options: DecodeConfig,
                    history: Tensor) -> Tensor:
-    """Set to -inf the tokens a hypothesis may not take at this step. log_probs (N, V), limits (N,), history (N, step).
+    """Set to -inf, in place, the tokens a hypothesis may not take at this step; returns log_probs.
 
+    log_probs (N, V) float32, limits (N,) the output limit of each row (``shortest_limit`` is
+    their minimum, known on the host), history (N, step) the tokens so far.
     PAD and BOS never; EOS before ``min_length`` tokens; a token completing an n-gram the
     hypothesis already holds (``no_repeat_ngram``); anything but EOS once the output limit
     is reached. EOS is never left blocked when it is the only way out, so no hypothesis dies.
+    Only column writes happen on the common path: full (N, V) passes only when a rule applies.
     """
-    vocab_size = log_probs.size(1)
-    blocked = torch.zeros_like(log_probs, dtype=torch.bool)
-    blocked[:, PAD_ID] = True
-    blocked[:, BOS_ID] = True
-    if step < options.min_length:
-        blocked[:, EOS_ID] = True
+    log_probs[:, PAD_ID] = NEG_INF
+    log_probs[:, BOS_ID] = NEG_INF
+    eos_log_probs = log_probs[:, EOS_ID].clone()
+    eos_blocked = step < options.min_length
+    if eos_blocked:
+        log_probs[:, EOS_ID] = NEG_INF
     if options.no_repeat_ngram and step >= options.no_repeat_ngram:
-        blocked |= _repeated_ngram_mask(history, options.no_repeat_ngram, vocab_size)
-    is_eos = torch.zeros(vocab_size, dtype=torch.bool, device=log_probs.device)
-    is_eos[EOS_ID] = True
-    at_limit = (limits <= step).unsqueeze(1)
-    no_way_out = (blocked | is_eos).all(dim=1, keepdim=True)
-    blocked = torch.where(at_limit | no_way_out, ~is_eos, blocked)
-    return log_probs.masked_fill(blocked, NEG_INF)
+        log_probs.masked_fill_(_repeated_ngram_mask(history, options.no_repeat_ngram, log_probs.size(1)), NEG_INF)
+        if eos_blocked:  # log_softmax is finite, so an all -inf row has nothing left but EOS
+            no_way_out = torch.isneginf(log_probs).all(dim=1)
+            log_probs[:, EOS_ID] = torch.where(no_way_out, eos_log_probs, log_probs[:, EOS_ID])
+    if step >= shortest_limit:
+        at_limit = limits <= step
+        log_probs.masked_fill_(at_limit.unsqueeze(1), NEG_INF)
+        log_probs[:, EOS_ID] = torch.where(at_limit, eos_log_probs, log_probs[:, EOS_ID])
+    return log_probs
 
 
 def _repeated_ngram_mask(history: Tensor, n: int, vocab_size: int) -> Tensor:

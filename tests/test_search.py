@@ -145,6 +145,9 @@ def test_no_repeat_ngram_blocks_repeats():
     assert not _repeated_ngrams(blocked.tgt_ids, 2)
     for nbest in beam_search(model, src_ids, src_lengths, _options(beam_size=4, nbest=4, no_repeat_ngram=1)):
         assert nbest and all(len(set(h.tgt_ids)) == len(h.tgt_ids) for h in nbest)
+    # UNK, A and B each once, then min_length would block EOS too: EOS stays the way out.
+    [cornered] = greedy_search(ScriptedModel({}), src_ids, src_lengths, _options(no_repeat_ngram=1, min_length=5))
+    assert sorted(cornered.tgt_ids) == [UNK_ID, A, B] and math.isfinite(cornered.score)
 
 
 def _repeated_ngrams(tokens: list[int], n: int) -> bool:
