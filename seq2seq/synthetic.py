@@ -21,10 +21,13 @@ Lexish (source)                              English (target)
 
 Examples (Lexish → English)::
 
-    la navo fela las ombroek pikas amat .
-    → the happy boat likes the small umbrellas .
-    las rekoek rudas grandas unas kuinaek post ne dorman .
-    → the big red rivers do not sleep behind some kitchens .
+    la navo fela las ombroek pikas amat.
+    → the happy boat likes the small umbrellas.
+    las rekoek rudas grandas unas kuinaek post ne dorman.
+    → the big red rivers do not sleep behind some kitchens.
+
+The full stop is attached to the last word, as in detokenized text, so that BLEU
+(sacrebleu's own tokenization) sees ordinary sentences.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Literal
 from .config import DataConfig
 from .corpora import ParallelText
 
-MAX_WORDS = 12  # per sentence and side, "." included
+MAX_WORDS = 12  # per sentence and side, not counting the full stop
 MIN_WORDS = 3
 
 Gender = Literal["m", "f", "n"]
@@ -152,7 +155,7 @@ def random_pair(rng: random.Random) -> tuple[str, str]:
     while True:
         src, tgt = _random_clause(rng)
         if MIN_WORDS <= len(src) <= MAX_WORDS and MIN_WORDS <= len(tgt) <= MAX_WORDS:
-            return " ".join(src), " ".join(tgt)
+            return " ".join(src) + ".", " ".join(tgt) + "."
 
 
 def _random_clause(rng: random.Random) -> tuple[list[str], list[str]]:
@@ -170,7 +173,7 @@ def _random_clause(rng: random.Random) -> tuple[list[str], list[str]]:
         src += [*source_phrase(place), PREPOSITIONS[preposition]]
     if obj:
         src += source_phrase(obj)
-    src += ([NEGATION] if negated else []) + [verb.stem + (VERB_PLURAL if subject.plural else VERB_SINGULAR), "."]
+    src += ([NEGATION] if negated else []) + [verb.stem + (VERB_PLURAL if subject.plural else VERB_SINGULAR)]
 
     tgt = target_phrase(subject)
     if negated:
@@ -181,7 +184,7 @@ def _random_clause(rng: random.Random) -> tuple[list[str], list[str]]:
         tgt += target_phrase(obj)
     if place:
         tgt += [preposition, *target_phrase(place)]
-    return src, tgt + ["."]
+    return src, tgt
 
 
 @lru_cache(maxsize=4)

@@ -39,6 +39,12 @@ def _pairs(corpus: tuple, split: int = 0) -> list[tuple[str, str]]:
     return list(zip(*corpus[split]))
 
 
+def _words(sentence: str) -> list[str]:
+    """The words of a sentence, without the full stop attached to the last one."""
+    assert sentence.endswith(".") and not sentence.endswith(" ."), sentence
+    return sentence[:-1].split()
+
+
 def _english_phrases(words: list[str]) -> list[Phrase]:
     phrases = []
     for i, word in enumerate(words):
@@ -102,8 +108,8 @@ def test_generate_split_follows_the_config() -> None:
 
 def test_sentence_lengths_are_within_bounds(corpus: tuple) -> None:
     for src, tgt in _pairs(corpus):
-        assert MIN_WORDS <= len(src.split()) <= MAX_WORDS
-        assert MIN_WORDS <= len(tgt.split()) <= MAX_WORDS
+        assert MIN_WORDS <= len(_words(src)) <= MAX_WORDS
+        assert MIN_WORDS <= len(_words(tgt)) <= MAX_WORDS
 
 
 def test_held_out_sources_never_occur_in_train(corpus: tuple) -> None:
@@ -122,10 +128,10 @@ def test_each_source_sentence_has_exactly_one_translation(corpus: tuple) -> None
 def test_noun_phrases_agree_and_are_reordered(corpus: tuple) -> None:
     """Source: subject, [place], object; English: subject, object, [place]; adjectives mirrored."""
     for src, tgt in _pairs(corpus):
-        src_phrases = _source_phrases(src.split())
-        tgt_phrases = _english_phrases(tgt.split())
+        src_phrases = _source_phrases(_words(src))
+        tgt_phrases = _english_phrases(_words(tgt))
         assert len(src_phrases) == len(tgt_phrases)
-        has_place = any(word in PREPOSITIONS for word in tgt.split())
+        has_place = any(word in PREPOSITIONS for word in _words(tgt))
         if has_place and len(src_phrases) == 3:
             src_phrases = [src_phrases[0], src_phrases[2], src_phrases[1]]
         for source, english in zip(src_phrases, tgt_phrases):
@@ -138,15 +144,14 @@ def test_noun_phrases_agree_and_are_reordered(corpus: tuple) -> None:
 def test_verbs_come_last_in_the_source_and_agree_with_the_subject_in_english(corpus: tuple) -> None:
     verbs = {v.stem: v for v in TRANSITIVE + INTRANSITIVE}
     for src, tgt in _pairs(corpus):
-        src_words, tgt_words = src.split(), tgt.split()
-        assert src_words[-1] == "." and tgt_words[-1] == "."
-        verb_form = src_words[-2]
+        src_words, tgt_words = _words(src), _words(tgt)
+        verb_form = src_words[-1]
         plural = verb_form.endswith(VERB_PLURAL)
         verb = verbs[verb_form[: -len(VERB_PLURAL if plural else VERB_SINGULAR)]]
         subject = _source_phrases(src_words)[0]
         assert subject.plural == plural  # the Lexish verb agrees with its subject
         after_subject = tgt_words[1 + len(subject.adjectives) + 1:]  # article, adjectives, noun
-        if src_words[-3] == NEGATION:
+        if src_words[-2] == NEGATION:
             assert after_subject[:3] == ["do" if plural else "does", "not", verb.en]
         else:
             assert after_subject[0] == (verb.en if plural else verb.en_3sg)
