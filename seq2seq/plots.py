@@ -36,35 +36,18 @@ def plot_heatmap(matrix: Tensor, row_labels: Sequence[str], col_labels: Sequence
                  title: str = "", xlabel: str = "", ylabel: str = "", cmap: str = "viridis",
                  vmin: float | None = None, vmax: float | None = None) -> Path:
     """Write matrix (R, C) as a heatmap PNG with labelled rows and columns; returns the path."""
-    if tuple(matrix.shape) != (len(row_labels), len(col_labels)):
-        raise ValueError(f"a heatmap of shape {tuple(matrix.shape)} needs {matrix.shape[0]} row and "
-                         f"{matrix.shape[1]} column labels, got {len(row_labels)} and {len(col_labels)}")
+    _check_labels(matrix, row_labels, col_labels)
     plt = require_matplotlib()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows, cols = len(row_labels), len(col_labels)
-    figure, axes = plt.subplots(figsize=(min(2 + 0.35 * cols, 40), min(1.5 + 0.3 * rows, 40)))
+    figure, axes = plt.subplots(figsize=(_width(cols), min(1.5 + 0.3 * rows, 40)))
     try:
-        image = axes.imshow(matrix.detach().float().cpu().numpy(), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
-                            interpolation="nearest")
-        _set_ticks(axes.set_xticks, axes.set_xticklabels, col_labels, rotation=90)
-        _set_ticks(axes.set_yticks, axes.set_yticklabels, row_labels, rotation=0)
+        _draw(figure, axes, matrix, row_labels, col_labels, cmap=cmap, vmin=vmin, vmax=vmax)
         axes.set_title(title)
         axes.set_xlabel(xlabel)
         axes.set_ylabel(ylabel)
-        figure.colorbar(image, ax=axes)
-        figure.tight_layout()
-        figure.savefig(path, dpi=100)
+        return _save(figure, path)
     finally:
         plt.close(figure)
-    return path
-
-
-def _set_ticks(set_positions, set_labels, labels: Sequence[str], rotation: int) -> None:
-    every = max(1, -(-len(labels) // MAX_TICK_LABELS))
-    positions = list(range(0, len(labels), every))
-    set_positions(positions)
-    set_labels([labels[i] for i in positions], rotation=rotation, fontsize=8)
 
 
 def plot_attention(attention: Tensor, src_pieces: Sequence[str], tgt_pieces: Sequence[str], path: str | Path,
@@ -74,49 +57,61 @@ def plot_attention(attention: Tensor, src_pieces: Sequence[str], tgt_pieces: Seq
                         cmap="Greys", vmin=0.0, vmax=1.0)
 
 
-def plot_gates(gates: Tensor, pieces: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """gates (T, H) in [0, 1], e.g. the update gate z per step and unit: one row per piece."""
-    return plot_heatmap(gates, pieces, [str(unit) for unit in range(gates.size(1))], path, title=title,
-                        xlabel="unit", ylabel="step", cmap="magma", vmin=0.0, vmax=1.0)
-
-
-def plot_update_gates(panels: Sequence[tuple[str, Tensor]], tokens: Sequence[str], path: str | Path,
+def plot_update_gates(panels: Sequence[tuple[str, Tensor]], pieces: Sequence[str], path: str | Path,
                       title: str = "", xlabel: str = "") -> Path:
-    """Update gates over a sequence: per panel a unit-by-token heatmap, then every panel's mean per token.
+    """One panel per (label, z) with z (N, H) in [0, 1]: the update gate of each unit (rows) at each piece (columns).
 
-    ``panels`` pairs a label (e.g. ``layer 0 forward``) with z (N, H) for the N ``tokens``.
-    The title states PyTorch's convention, in which z near 1 keeps the old state.
+    PyTorch's z weights the *old* state, so bright (near 1) means the unit keeps its memory there.
     """
+    if not panels:
+        raise ValueError("plot_update_gates needs at least one panel")
     plt = require_matplotlib()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    heights = [2.4] * len(panels) + [2.2]
-    # A narrow second column holds the colour bars, so every panel shares the token axis.
-    figure, axes = plt.subplots(len(panels) + 1, 2, squeeze=False,
-                                gridspec_kw={"height_ratios": heights, "width_ratios": [40, 1]},
-                                figsize=(min(4 + 0.4 * len(tokens), 40), sum(heights) + 1.4))
+    units = max(gates.size(1) for _, gates in panels)
+    figure, all_axes = plt.subplots(len(panels), 1, squeeze=False,
+                                    figsize=(_width(len(pieces)), min(1.0 + len(panels) * (1.0 + 0.04 * units), 60)))
     try:
-        for (ax, bar_ax), (label, update) in zip(axes, panels):
-            image = ax.imshow(update.detach().float().cpu().numpy().T, aspect="auto", cmap="viridis", vmin=0.0,
-                              vmax=1.0, interpolation="nearest")  # rows = units, columns = tokens
-            ax.set_ylabel(f"{label}\nunit", fontsize=8)
-            ax.set_xticks([])
-            figure.colorbar(image, cax=bar_ax).set_label("z", fontsize=8)
-        mean_axes = axes[-1, 0]
-        axes[-1, 1].axis("off")
-        for label, update in panels:
-            mean_axes.plot(update.detach().float().mean(dim=-1).cpu().numpy(), marker="o", label=label)
-        mean_axes.set_xlim(-0.5, len(tokens) - 0.5)
-        mean_axes.set_ylim(0.0, 1.0)
-        mean_axes.set_ylabel("mean z over units", fontsize=8)
-        mean_axes.grid(alpha=0.3)
-        mean_axes.legend(fontsize=7, loc="lower right")
-        mean_axes.set_xlabel(xlabel)
-        _set_ticks(mean_axes.set_xticks, mean_axes.set_xticklabels, tokens, rotation=90)
-        figure.suptitle(f"{title}\nupdate gate z (PyTorch's GRU): z near 1 keeps the old state, "
-                        f"z near 0 rewrites it with the candidate", fontsize=9)
-        figure.tight_layout()
-        figure.savefig(path, dpi=100)
+        for axes, (label, gates) in zip(all_axes[:, 0], panels):
+            _check_labels(gates, pieces, range(gates.size(1)))
+            _draw(figure, axes, gates.t(), [str(u) for u in range(gates.size(1))], pieces, cmap="magma",
+                  vmin=0.0, vmax=1.0)
+            axes.set_ylabel(f"{label}\nunit")
+        all_axes[0, 0].set_title(title)
+        all_axes[-1, 0].set_xlabel(xlabel)
+        return _save(figure, path)
     finally:
         plt.close(figure)
+
+
+def _check_labels(matrix: Tensor, row_labels: Sequence, col_labels: Sequence) -> None:
+    if tuple(matrix.shape) != (len(row_labels), len(col_labels)):
+        raise ValueError(f"a heatmap of shape {tuple(matrix.shape)} needs {matrix.shape[0]} row and "
+                         f"{matrix.shape[1]} column labels, got {len(row_labels)} and {len(col_labels)}")
+
+
+def _width(cols: int) -> float:
+    return min(2.5 + 0.35 * cols, 40)
+
+
+def _draw(figure, axes, matrix: Tensor, row_labels: Sequence[str], col_labels: Sequence[str], *, cmap: str,
+          vmin: float | None, vmax: float | None) -> None:
+    """matrix (R, C) on ``axes``, with tick labels (thinned out when too many) and a colour bar."""
+    image = axes.imshow(matrix.detach().float().cpu().numpy(), aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+                        interpolation="nearest")
+    _set_ticks(axes.set_xticks, axes.set_xticklabels, col_labels, rotation=90)
+    _set_ticks(axes.set_yticks, axes.set_yticklabels, row_labels, rotation=0)
+    figure.colorbar(image, ax=axes)
+
+
+def _set_ticks(set_positions, set_labels, labels: Sequence[str], rotation: int) -> None:
+    every = max(1, -(-len(labels) // MAX_TICK_LABELS))
+    positions = list(range(0, len(labels), every))
+    set_positions(positions)
+    set_labels([labels[i] for i in positions], rotation=rotation, fontsize=8)
+
+
+def _save(figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
     return path

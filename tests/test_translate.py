@@ -140,3 +140,22 @@ def test_attention_plot_is_refused_for_a_model_without_attention(tmp_path: Path,
     path = build_tiny_checkpoint(tmp_path / "plain.pt", small_tokenizer, attention="none")
     with pytest.raises(Seq2SeqError, match="attention=none"):
         check_can_plot_attention(Translator.from_checkpoint(path), path)
+
+
+def test_plots_name_the_install_command_when_matplotlib_is_missing(monkeypatch, tmp_path: Path):
+    from seq2seq.plots import plot_attention
+
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(Seq2SeqError, match=r"pip install 'seq2seq\[plot\]'"):
+        plot_attention(torch.ones(2, 3) / 3, ["a", "b", "c"], ["x", "</s>"], tmp_path / "a.png")
+
+
+def test_update_gate_plot_has_one_panel_per_layer(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    from seq2seq.plots import plot_update_gates
+
+    panels = [("layer 0 forward", torch.rand(4, 6)), ("layer 0 backward", torch.rand(4, 6))]
+    path = plot_update_gates(panels, ["▁ein", "▁Hund", "▁.", "</s>"], tmp_path / "gates.png", title="encoder")
+    assert path.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="column labels"):
+        plot_update_gates(panels, ["▁ein"], tmp_path / "bad.png")
