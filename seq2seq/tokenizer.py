@@ -43,6 +43,7 @@ EOS_ID = 3
 SPECIAL_IDS = frozenset((PAD_ID, UNK_ID, BOS_ID, EOS_ID))
 
 STATE_FORMAT = "sentencepiece"
+META_FILE = "tokenizer.json"
 TRAIN_SEED = 1  # sentencepiece samples and shuffles its input with this seed: same data, same model
 MAX_TRAIN_SENTENCES = 2_000_000  # larger corpora are sampled (per model) to bound memory and time
 
@@ -138,18 +139,22 @@ class Tokenizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
-        """Read ``src.model`` (and ``tgt.model`` when not joint) from a directory written by :meth:`save`."""
+        """Read a directory written by :meth:`save`: ``src.model``, and ``tgt.model`` when not joint."""
         directory = Path(directory)
-        tgt_path = directory / "tgt.model"
-        return cls((directory / "src.model").read_bytes(), tgt_path.read_bytes() if tgt_path.exists() else None)
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        tgt = None if meta["joint"] else (directory / "tgt.model").read_bytes()
+        return cls((directory / "src.model").read_bytes(), tgt)
 
     def save(self, directory: str | Path) -> None:
-        """Write the model file(s), readable by the ``spm_encode`` tools as well."""
+        """Write the model file(s), readable by the ``spm_encode`` tools as well, and a small JSON description."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "src.model").write_bytes(self._src_proto)
         if self._tgt_proto is not None:
             (directory / "tgt.model").write_bytes(self._tgt_proto)
+        meta = {"joint": self.joint, "src_vocab_size": self.src_vocab_size, "tgt_vocab_size": self.tgt_vocab_size,
+                "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
 def load_or_train_tokenizer(src_texts: list[str], tgt_texts: list[str], cfg: TokenizerConfig,
@@ -161,7 +166,7 @@ def load_or_train_tokenizer(src_texts: list[str], tgt_texts: list[str], cfg: Tok
     no half-written model behind.
     """
     directory = cache_root / "tokenizer" / tokenizer_key(src_texts, tgt_texts, cfg)
-    if (directory / "src.model").is_file():
+    if (directory / META_FILE).is_file():  # written last: its presence means a complete model
         logger.debug("tokenizer: cached %s", directory)
         return Tokenizer.load(directory)
     tokenizer = train_tokenizer(src_texts, tgt_texts, cfg)
