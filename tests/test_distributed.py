@@ -22,7 +22,7 @@ DE = "null eins zwei drei vier fuenf sechs sieben acht neun".split()
 EN = "zero one two three four five six seven eight nine".split()
 
 
-def _config_dict(tmp_path: Path, **train_changes: Any) -> dict[str, Any]:
+def _config_dict(tmp_path: Path, dropout: float = 0.0, **train_changes: Any) -> dict[str, Any]:
     rng = random.Random(1)
     lines = []
     for _ in range(24):
@@ -38,7 +38,7 @@ def _config_dict(tmp_path: Path, **train_changes: Any) -> dict[str, Any]:
     return {"data": {"format": "tsv", "train": str(pairs), "dev": str(pairs), "cache_dir": str(tmp_path / "cache")},
             "tokenizer": {"vocab_size": 64},
             "model": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1, "decoder_hidden_size": 32,
-                      "dropout": 0.0},
+                      "dropout": dropout},
             "train": train_section}
 
 
@@ -49,11 +49,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path:
 
     config_path = tmp_path / "ddp.yaml"
     config_path.write_text(yaml.safe_dump(_config_dict(tmp_path, accumulate=1)), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "seq2seq", "train", str(config_path), "--run-dir", str(tmp_path / "ddp")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun(config_path, tmp_path / "ddp")
 
     ddp_checkpoint = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ddp_checkpoint["train_state"]["step"] == single.steps == 4
@@ -78,3 +74,26 @@ def test_every_process_gets_as_many_batches_and_all_get_each_batch_once(tmp_path
     order = corpus.batch_order(40, "tokens", shuffle=True, seed=cfg.train.seed, epoch=0)
     seen = sorted(tuple(batch) for share in shares for batch in share)
     assert seen == sorted(tuple(batch) for batch in order[: len(order) // 2 * 2])
+
+
+@pytest.mark.slow  # three torchrun launches: about 30 s
+def test_a_two_process_run_resumes_exactly(tmp_path: Path) -> None:
+    config_path = tmp_path / "ddp.yaml"
+    # Dropout draws from each process's own generator: both come back from last.pt.
+    config_path.write_text(yaml.safe_dump(_config_dict(tmp_path, dropout=0.2)), encoding="utf-8")
+    _torchrun(config_path, tmp_path / "full")
+    _torchrun(config_path, tmp_path / "split", "--set", "train.max_steps=2")
+    _torchrun(config_path, tmp_path / "split", "--resume")
+    full = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    for name, value in full.items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def _torchrun(config_path: Path, run_dir: Path, *extra: str) -> None:
+    """``torchrun --nproc_per_node 2 -m seq2seq train CONFIG --run-dir RUN_DIR ...`` on the CPU (gloo)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "seq2seq", "train", str(config_path), "--run-dir", str(run_dir), *extra]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
