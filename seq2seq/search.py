@@ -278,13 +278,16 @@ def _top_candidates(log_prob: Tensor, step_log_probs: Tensor, beam_size: int) ->
     """log_prob (A, K) of the open beams + step_log_probs (A*K, V) -> the top K extensions of each sentence.
 
     All candidates of a step have the same length, so ranking by log-probability is ranking by score.
+    Two stages, cheaper than one top-K over K*V: a token outside its own beam's top K cannot be
+    among the sentence's top K (its beam alone offers K better), so the K best of each beam suffice.
     """
-    batch_size = log_prob.size(0)
-    vocab_size = step_log_probs.size(1)
-    candidates = (log_prob.view(-1, 1) + step_log_probs).view(batch_size, beam_size * vocab_size)
+    num_sentences = log_prob.size(0)
+    per_beam = min(beam_size, step_log_probs.size(1))
+    beam_log_prob, beam_tokens = step_log_probs.topk(per_beam, dim=1)  # (A*K, k)
+    candidates = (log_prob.view(-1, 1) + beam_log_prob).view(num_sentences, beam_size * per_beam)
     top_log_prob, top_index = candidates.topk(beam_size, dim=1)
-    return _Candidates(log_prob=top_log_prob, origin=torch.div(top_index, vocab_size, rounding_mode="floor"),
-                       tgt_ids=top_index % vocab_size)
+    return _Candidates(log_prob=top_log_prob, origin=torch.div(top_index, per_beam, rounding_mode="floor"),
+                       tgt_ids=beam_tokens.view(num_sentences, -1).gather(1, top_index))
 
 
 def _open_bound(log_prob: Tensor, bound_penalty: Tensor) -> Tensor:
