@@ -450,8 +450,9 @@ def _format_gates(gates: list[GateSummary]) -> str:
 
 
 def write_plots(inspection: SentenceInspection, directory: Path, number: int) -> list[Path]:
-    """PNGs for sentence ``number``: the attention heatmap (if the model attends) and the update gates of each side."""
-    from .plots import plot_attention, plot_update_gates
+    """PNGs for sentence ``number``: the attention heatmap (if the model attends), then per side (encoder, decoder)
+    the update gate per unit and token, and its mean over units per token."""
+    from .plots import plot_attention
 
     report = inspection.report
     stem = directory / f"sentence-{number:03d}"
@@ -459,13 +460,23 @@ def write_plots(inspection: SentenceInspection, directory: Path, number: int) ->
     if inspection.attention is not None:
         paths.append(plot_attention(inspection.attention, report.src_pieces, inspection.tgt_pieces,
                                     f"{stem}-attention.png", title=f"attention: {_printable(report.sentence)}"))
-    paths.append(plot_update_gates([(p.label, p.update) for p in inspection.encoder_gates], report.src_pieces,
-                                   f"{stem}-update-encoder.png", title=f"encoder: {_printable(report.sentence)}",
-                                   xlabel="source piece"))
-    paths.append(plot_update_gates([(p.label, p.update) for p in inspection.decoder_gates], inspection.decoder_tokens,
-                                   f"{stem}-update-decoder.png", title=f"decoder: {_printable(report.translation)}",
-                                   xlabel="target piece read at each step (<s>, then the output)"))
+    paths += _plot_side(inspection.encoder_gates, report.src_pieces, f"{stem}-update-encoder",
+                        f"encoder: {_printable(report.sentence)}", "source piece")
+    paths += _plot_side(inspection.decoder_gates, inspection.decoder_tokens, f"{stem}-update-decoder",
+                        f"decoder: {_printable(report.translation)}",
+                        "target piece read at each step (<s>, then the output)")
     return paths
+
+
+def _plot_side(panels: list[GatePanel], pieces: list[str], stem: str, title: str, xlabel: str) -> list[Path]:
+    """The per-unit heatmap and the per-token mean of one side's update gates; both titles state the convention."""
+    from .plots import plot_update_gate_means, plot_update_gates
+
+    convention = "update gate z (PyTorch's GRU): z near 1 keeps the old state, z near 0 rewrites it"
+    labelled = [(panel.label, panel.update) for panel in panels]
+    return [plot_update_gates(labelled, pieces, f"{stem}.png", title=f"{title}\n{convention}", xlabel=xlabel),
+            plot_update_gate_means(labelled, pieces, f"{stem}-mean.png", title=f"{title}\n{convention}",
+                                   xlabel=xlabel)]
 
 
 def _printable(text: str) -> str:

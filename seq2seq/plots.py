@@ -115,3 +115,31 @@ def _save(figure, path: str | Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return path
+
+
+def plot_update_gate_means(panels: Sequence[tuple[str, Tensor]], pieces: Sequence[str], path: str | Path,
+                           title: str = "", xlabel: str = "") -> Path:
+    """One line per (label, z), z (N, H): the update gate averaged over units at each of the N pieces.
+
+    Dips are where a layer rewrites most of its state; the y axis is fixed to [0, 1] so that
+    figures of different sentences and layers compare.
+    """
+    if not panels:
+        raise ValueError("plot_update_gate_means needs at least one panel")
+    plt = require_matplotlib()
+    figure, axes = plt.subplots(figsize=(_width(len(pieces)), 3.6))
+    try:
+        for label, gates in panels:
+            _check_labels(gates, pieces, range(gates.size(1)))
+            axes.plot(gates.detach().float().mean(dim=-1).cpu().numpy(), marker="o", label=label)
+        axes.set_xlim(-0.5, len(pieces) - 0.5)
+        axes.set_ylim(0.0, 1.0)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, loc="lower right")
+        _set_ticks(axes.set_xticks, axes.set_xticklabels, pieces, rotation=90)
+        axes.set_title(title, fontsize=9)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel("mean z over units")
+        return _save(figure, path)
+    finally:
+        plt.close(figure)

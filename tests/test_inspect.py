@@ -147,10 +147,11 @@ def test_plot_writes_attention_and_update_gate_pngs(checkpoints, tmp_path: Path)
     assert main(["-q", "inspect", "-c", str(checkpoints["bi"]), "-i", str(source), "--plot", str(tmp_path / "a")]) == 0
     assert main(["-q", "inspect", "-c", str(checkpoints["plain"]), SENTENCE, "--plot", str(tmp_path / "b")]) == 0
     written_a = sorted(path.name for path in (tmp_path / "a").iterdir())
-    assert written_a == ["sentence-001-attention.png", "sentence-001-update-decoder.png",
+    assert written_a == ["sentence-001-attention.png", "sentence-001-update-decoder-mean.png",
+                         "sentence-001-update-decoder.png", "sentence-001-update-encoder-mean.png",
                          "sentence-001-update-encoder.png"]
     written_b = sorted(path.name for path in (tmp_path / "b").iterdir())
-    assert written_b == ["sentence-001-update-decoder.png", "sentence-001-update-encoder.png"]  # no attention
+    assert "sentence-001-attention.png" not in written_b and len(written_b) == 4  # the model has no attention
     for path in (tmp_path / "a").iterdir():
         assert path.read_bytes().startswith(b"\x89PNG")
 
