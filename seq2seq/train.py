@@ -336,8 +336,7 @@ def _target_tokens(corpus: Any, group: list[list[int]]) -> int:
 def validate(model: nn.Module, objective: Objective, dev: Any, tokenizer: Any, cfg: Config, amp: AmpSettings,
              device: torch.device, step: int = 0) -> Validation:
     """Teacher-forced dev loss, and sacrebleu BLEU / chrF of greedy translations against the raw references."""
-    import sacrebleu
-
+    from .evaluate import score_corpus
     from .search import greedy_search
 
     start = time.perf_counter()
@@ -353,10 +352,9 @@ def validate(model: nn.Module, objective: Objective, dev: Any, tokenizer: Any, c
             for index, hyp in zip(batch.indices, greedy_search(model, batch.src_ids, batch.src_lengths, cfg.decode)):
                 hyps[int(index)] = tokenizer.decode_tgt(hyp.tgt_ids)
     objective.train()
-    refs = [list(dev.tgt_text)]
+    scores = score_corpus(hyps, list(dev.tgt_text))
     loss = sums[1].item() / max(num_tokens, 1)
-    return Validation(step=step, loss=loss, ppl=math.exp(min(loss, 100.0)),
-                      bleu=sacrebleu.corpus_bleu(hyps, refs).score, chrf=sacrebleu.corpus_chrf(hyps, refs).score,
+    return Validation(step=step, loss=loss, ppl=math.exp(min(loss, 100.0)), bleu=scores.bleu, chrf=scores.chrf,
                       seconds=time.perf_counter() - start)
 
 
