@@ -1,0 +1,376 @@
+#!/usr/bin/env python
+"""Training and decoding throughput of seq2seq on Multi30k, against a plain-PyTorch floor of the same shape.
+
+Run from the repository root (the configs' data paths are relative to it)::
+
+    python scripts/benchmark.py                 # the full run (a few minutes on a 2-core CPU)
+    python scripts/benchmark.py --quick         # every figure, shorter windows (under 2 minutes)
+    python scripts/benchmark.py --checkpoint runs/m30k/best.pt --json bench.json
+
+Training: real (non-pad) target tokens per second of the package's own training step
+(``seq2seq.train.train_step``) in steady state, the median of several timed windows after
+warm-up, fp32 and bf16 autocast, for the reference config and the Luong config; and the same
+for the *floor*, the reference shape written directly in plain PyTorch below, fed the same
+batches and timed the same way. Decoding: sentences per second of greedy and beam-5 search
+on test_2016_flickr, in batches of 64 sentences, search time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seq2seq.benchmarking import (BatchSize, DecodeThroughput, MachineInfo, Throughput, batch_size_for,
+                                  decoding_batches, describe_machine, package_trainer, reencode, time_decoding,
+                                  time_windows, training_batches)
+from seq2seq.checkpoint import load_model
+from seq2seq.config import Config, ModelConfig, load_config
+from seq2seq.data import Batch, prepare
+from seq2seq.device import AmpSettings, resolve_amp, resolve_device
+from seq2seq.errors import ConfigError, Seq2SeqError
+
+# What this CPU should reach at about 950 real target tokens per batch (the issue's targets).
+TARGETS = {"train_tokens_per_s": 2600.0, "package_over_floor": 1.15, "greedy_sents_per_s": 550.0,
+           "beam5_sents_per_s": 160.0}
+DECODE_BATCH_SENTENCES = 64
+
+
+# --- The floor: the reference shape in plain PyTorch, no package code. ---------------------------------------
+
+class FloorSeq2Seq(nn.Module):
+    """Bidirectional packed GRU encoder, tanh(Linear) bridge per layer, additive-attention GRU decoder.
+
+    The shape (and so the parameter count) of the package's reference model: the decoder
+    attends from the previous top-layer state, feeds [e_{t-1}; c_t] to its GRU, and reads out
+    tanh(W [s_t; c_t; e_{t-1}]) of embedding size before the vocabulary projection.
+    """
+
+    def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, embedding_size: int, hidden_size: int,
+                 num_layers: int, decoder_hidden_size: int, dropout: float) -> None:
+        super().__init__()
+        context_size = 2 * hidden_size
+        between_layers = dropout if num_layers > 1 else 0.0  # nn.GRU's dropout acts between layers only
+        self.num_layers, self.hidden_size = num_layers, hidden_size
+        self.src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=0)
+        self.encoder = nn.GRU(embedding_size, hidden_size, num_layers, batch_first=True, bidirectional=True,
+                              dropout=between_layers)
+        self.bridge = nn.ModuleList(nn.Linear(context_size, decoder_hidden_size) for _ in range(num_layers))
+        self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=0)
+        self.key_proj = nn.Linear(context_size, decoder_hidden_size, bias=False)
+        self.query_proj = nn.Linear(decoder_hidden_size, decoder_hidden_size)
+        self.energy = nn.Linear(decoder_hidden_size, 1, bias=False)
+        self.decoder = nn.GRU(embedding_size + context_size, decoder_hidden_size, num_layers, batch_first=True,
+                              dropout=between_layers)
+        self.readout = nn.Linear(decoder_hidden_size + context_size + embedding_size, embedding_size)
+        self.output = nn.Linear(embedding_size, tgt_vocab_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Tensor:
+        """src_ids (B, S), src_lengths (B,) on the CPU, tgt_in_ids (B, T) -> logits (B, T, V)."""
+        batch_size, src_len = src_ids.shape
+        packed = pack_padded_sequence(self.dropout(self.src_embedding(src_ids)), src_lengths, batch_first=True,
+                                      enforce_sorted=False)
+        packed_out, h_n = self.encoder(packed)
+        enc_out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src_len)  # (B, S, 2H)
+        h_n = h_n.view(self.num_layers, 2, batch_size, self.hidden_size)
+        joined = torch.cat([h_n[:, 0], h_n[:, 1]], dim=-1)  # (L, B, 2H)
+        hidden = torch.stack([torch.tanh(layer(h)) for layer, h in zip(self.bridge, joined)])  # (L, B, Hd)
+        pad_mask = (torch.arange(src_len, device=src_ids.device)[None, :]
+                    >= src_lengths.to(src_ids.device)[:, None])  # (B, S), True = padding
+        keys = self.key_proj(enc_out)  # (B, S, A), once per batch
+        tgt_embedded = self.dropout(self.tgt_embedding(tgt_in_ids))  # (B, T, E)
+        tops, contexts = [], []
+        for embedded_t in tgt_embedded.split(1, dim=1):  # (B, 1, E)
+            scores = self.energy(torch.tanh(keys + self.query_proj(hidden[-1])[:, None, :])).squeeze(-1)
+            weights = torch.softmax(scores.float().masked_fill(pad_mask, float("-inf")), dim=-1)
+            context = torch.bmm(weights[:, None, :].to(enc_out.dtype), enc_out)  # (B, 1, 2H)
+            top, hidden = self.decoder(torch.cat([embedded_t, context], dim=-1), hidden)
+            tops.append(top)
+            contexts.append(context)
+        # Readout and vocabulary projection once over all T steps, outside the loop.
+        readout = torch.tanh(self.readout(torch.cat([torch.cat(tops, 1), torch.cat(contexts, 1), tgt_embedded],
+                                                    dim=-1)))
+        return self.output(self.dropout(readout))
+
+
+def floor_trainer(model_cfg: ModelConfig, train_cfg: Any, src_vocab_size: int, tgt_vocab_size: int,
+                  device: torch.device, amp: AmpSettings) -> tuple[nn.Module, Callable[[Batch], Tensor]]:
+    """The floor model and one training update on a batch: autocast forward, label-smoothed cross-entropy
+    per real target token, backward, gradient clipping, Adam (fused, like the package)."""
+    torch.manual_seed(train_cfg.seed)
+    model = FloorSeq2Seq(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+                         embedding_size=model_cfg.embedding_size, hidden_size=model_cfg.hidden_size,
+                         num_layers=model_cfg.num_layers, decoder_hidden_size=model_cfg.decoder_hidden_size,
+                         dropout=model_cfg.dropout).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas), fused=True)
+
+    def step(batch: Batch) -> Tensor:
+        with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
+            logits = model(batch.src_ids, batch.src_lengths, batch.tgt_in_ids)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out_ids.flatten(), ignore_index=0,
+                               label_smoothing=train_cfg.label_smoothing, reduction="sum")
+        (loss / batch.num_tgt_tokens).backward()
+        nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return model, step
+
+
+# --- Running the phases. ------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def progress(what: str) -> Iterator[None]:
+    """Say on stderr what is being timed and how long the whole phase (warm-up included) took."""
+    print(f"  {what} ...", end="", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    yield
+    print(f" {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class TrainFigure:
+    """One training phase: which model, precision, its parameter count and its throughput (None = not run)."""
+
+    name: str
+    precision: str
+    parameters: int
+    throughput: Throughput | None
+    note: str = ""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="shorter windows and a 256-sentence test subset: every figure in under 2 minutes")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures to PATH as JSON")
+    parser.add_argument("--config", default="configs/multi30k_de_en.yaml", help="the reference config")
+    parser.add_argument("--luong-config", default="configs/multi30k_de_en_luong.yaml",
+                        help="the Luong config (its model section; data and batches come from --config)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="config override applied to both configs, e.g. data.train=/data/multi30k/train")
+    parser.add_argument("--checkpoint", type=Path, help="time decoding with this trained model instead of "
+                        "random weights (which run every sentence to the length limit)")
+    parser.add_argument("--windows", type=int, help="timed windows per training phase (default 5; quick 3)")
+    parser.add_argument("--steps-per-window", type=int, help="training steps per window (default 20; quick 4)")
+    parser.add_argument("--warmup", type=int, help="untimed steps before the windows (default 5; quick 2)")
+    parser.add_argument("--tgt-tokens-per-batch", type=float, default=950.0,
+                        help="choose the token batch size so that batches average this many real target tokens")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    defaults = (3, 4, 2) if args.quick else (5, 20, 5)
+    for key, default in zip(("windows", "steps_per_window", "warmup"), defaults):
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    for key in ("windows", "steps_per_window"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} must be at least 1")
+    if args.warmup < 0 or (args.threads is not None and args.threads < 1) or args.tgt_tokens_per_batch < 1:
+        parser.error("--warmup must be >= 0, --threads and --tgt-tokens-per-batch >= 1")
+    return args
+
+
+def run_training(args: argparse.Namespace, ref_cfg: Config, luong_cfg: Config, data: Any,
+                 batch_size: BatchSize, device: torch.device) -> list[TrainFigure]:
+    """The six phases (package, floor, Luong; fp32 and bf16), each on the same batches in the same order."""
+    count = args.warmup + args.windows * args.steps_per_window
+    batches = training_batches(data.train, batch_size.max_tokens, count, device, seed=ref_cfg.train.seed)
+    figures = []
+    for name, cfg in (("package", ref_cfg), ("floor", ref_cfg), ("package luong", luong_cfg)):
+        for precision in ("fp32", "bf16"):
+            figures.append(time_training_phase(args, name, cfg, precision, data.tokenizer, batches, device))
+            gc.collect()  # the phase's model and optimizer are gone before the next one starts
+    return figures
+
+
+def time_training_phase(args: argparse.Namespace, name: str, cfg: Config, precision: str, tokenizer: Any,
+                        batches: list[Batch], device: torch.device) -> TrainFigure:
+    """Build a fresh model (the floor, or the package's) and time its training step on ``batches``."""
+    try:
+        amp = resolve_amp("off" if precision == "fp32" else "bf16", device)
+    except ConfigError as exc:
+        return TrainFigure(name, precision, 0, None, note=str(exc))
+    src_vocab, tgt_vocab = tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+    if name == "floor":
+        model, step = floor_trainer(cfg.model, cfg.train, src_vocab, tgt_vocab, device, amp)
+    else:
+        trainer = package_trainer(cfg, src_vocab, tgt_vocab, device, amp)
+        model, step = trainer.model, trainer.step
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with progress(f"training {name} {precision}"):
+        throughput = time_windows(step, batches, warmup=args.warmup, windows=args.windows,
+                                  steps_per_window=args.steps_per_window, device=device)
+    return TrainFigure(name, precision, parameters, throughput)
+
+
+def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
+                 device: torch.device) -> tuple[str, dict[str, DecodeThroughput]]:
+    """Greedy and beam-5 search over test_2016_flickr (a subset with --quick); returns which weights were used."""
+    if data.test is None:
+        raise ConfigError(f"{args.config} has no data.test split to time decoding on")
+    if args.checkpoint is not None:
+        loaded = load_model(args.checkpoint, device)
+        model, tokenizer, weights = loaded.model, loaded.tokenizer, f"trained weights from {args.checkpoint}"
+    else:
+        torch.manual_seed(ref_cfg.train.seed)
+        from seq2seq.model.seq2seq import Seq2Seq
+
+        model = Seq2Seq.from_config(ref_cfg.model, data.tokenizer.src_vocab_size,
+                                    data.tokenizer.tgt_vocab_size).to(device)
+        tokenizer = data.tokenizer
+        weights = "random weights (every sentence runs to the length limit: not representative; pass --checkpoint)"
+    test = reencode(data.test, tokenizer, ref_cfg.data.max_length)
+    batches = decoding_batches(test, DECODE_BATCH_SENTENCES, device, limit=256 if args.quick else None)
+    results = {}
+    for key, beam_size in (("greedy", 1), ("beam5", 5)):
+        options = dataclasses.replace(ref_cfg.decode, beam_size=beam_size, nbest=1)
+        with progress(f"decoding {key}"):
+            results[key] = time_decoding(model, batches, options, device)
+    return weights, results
+
+
+# --- Reporting. --------------------------------------------------------------------------------------------
+
+def figures_dict(machine: MachineInfo, args: argparse.Namespace, batch_size: BatchSize, train_tokens: int,
+                 training: list[TrainFigure], weights: str, decoding: dict[str, DecodeThroughput]) -> dict[str, Any]:
+    """Every figure under a flat key; the issue's keys come first."""
+    by_name = {(f.name, f.precision): f for f in training}
+
+    def rate(name: str, precision: str) -> float | None:
+        figure = by_name[(name, precision)]
+        return None if figure.throughput is None else figure.throughput.median
+
+    package, floor = rate("package", "fp32"), rate("floor", "fp32")
+    out: dict[str, Any] = {
+        "train_tokens_per_s": package, "train_tokens_per_s_bf16": rate("package", "bf16"),
+        "floor_tokens_per_s": floor, "floor_tokens_per_s_bf16": rate("floor", "bf16"),
+        "luong_tokens_per_s": rate("package luong", "fp32"), "luong_tokens_per_s_bf16": rate("package luong", "bf16"),
+        "greedy_sents_per_s": decoding["greedy"].sents_per_s, "beam5_sents_per_s": decoding["beam5"].sents_per_s,
+        "device": machine.device,
+        "package_over_floor": floor / package if package and floor else None,
+        "package_parameters": by_name[("package", "fp32")].parameters,
+        "floor_parameters": by_name[("floor", "fp32")].parameters,
+        "batch_size_tokens": batch_size.max_tokens, "mean_tgt_tokens_per_batch": batch_size.mean_tgt_tokens,
+        "train_tgt_tokens": train_tokens,
+        "seconds_per_epoch": train_tokens / package if package else None,
+        "windows": args.windows, "steps_per_window": args.steps_per_window, "warmup": args.warmup,
+        "quick": args.quick, "decode_weights": weights,
+        "decode_sentences": decoding["greedy"].sentences,
+    }
+    for figure in training:
+        key = figure.name.replace(" ", "_") + "_" + figure.precision
+        if figure.throughput is not None:
+            out[f"{key}_peak_memory_mib"] = figure.throughput.peak_memory_mib
+            out[f"{key}_windows"] = figure.throughput.per_window
+            out[f"{key}_gpu_utilisation"] = figure.throughput.gpu_utilisation
+    for key, result in decoding.items():
+        out[f"{key}_peak_memory_mib"] = result.peak_memory_mib
+        out[f"{key}_output_tokens"] = result.output_tokens
+    out.update({f"machine_{k}": v for k, v in dataclasses.asdict(machine).items()})
+    return out
+
+
+def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[str, Any],
+                training: list[TrainFigure], weights: str) -> None:
+    memory = "peak RSS" if machine.device == "cpu" else "max allocated"
+    print(f"date      {machine.date}")
+    print(f"device    {machine.device}" + (f" ({machine.gpu_model})" if machine.gpu_model else ""))
+    print(f"cpu       {machine.cpu_model}, {machine.threads} torch threads")
+    print(f"torch     {machine.torch_version}")
+    print(f"command   {machine.command}")
+    print(f"configs   {args.config} (reference), {args.luong_config} (Luong)")
+    print(f"batches   train.batch_size={figures['batch_size_tokens']} tokens -> "
+          f"{figures['mean_tgt_tokens_per_batch']:.1f} real target tokens per batch on average; "
+          f"{args.windows} windows x {args.steps_per_window} steps after {args.warmup} warm-up steps"
+          + (" (--quick)" if args.quick else ""))
+    print()
+    print(f"{'training':<22}{'params':>12}{'tgt tok/s':>11}{'windows (min-max)':>20}"
+          f"{memory + ' MiB':>20}{'s/epoch':>9}")
+    for figure in training:
+        label = f"{figure.name} {figure.precision}"
+        if figure.throughput is None:
+            print(f"{label:<22}{'':>12}  not run: {figure.note}")
+            continue
+        t = figure.throughput
+        spread = f"{min(t.per_window):,.0f}-{max(t.per_window):,.0f}"
+        util = f"  GPU {t.gpu_utilisation:.0f}%" if t.gpu_utilisation is not None else ""
+        print(f"{label:<22}{figure.parameters:>12,}{t.median:>11,.0f}{spread:>20}{t.peak_memory_mib:>20,.0f}"
+              f"{figures['train_tgt_tokens'] / t.median:>9,.0f}{util}")
+    ratio = figures["package_over_floor"]
+    if ratio is not None:
+        print(f"package/floor time per token (fp32): {ratio:.3f}x  (floor {figures['floor_tokens_per_s']:,.0f}, "
+              f"package {figures['train_tokens_per_s']:,.0f} tgt tok/s; parameters "
+              f"{figures['package_parameters']:,} vs {figures['floor_parameters']:,})")
+    if figures["package_parameters"] != figures["floor_parameters"]:
+        print("WARNING: the floor's parameter count differs from the package model's")
+    print()
+    print(f"decoding: test_2016_flickr, {figures['decode_sentences']} sentences in batches of "
+          f"{DECODE_BATCH_SENTENCES}, search time only; {weights}")
+    for key, label in (("greedy", "greedy"), ("beam5", "beam 5")):
+        per_sentence = figures[f"{key}_output_tokens"] / figures["decode_sentences"]
+        print(f"{label:<10}{figures[f'{key}_sents_per_s']:>9,.1f} sents/s{figures[f'{key}_peak_memory_mib']:>12,.0f} "
+              f"MiB {memory}{per_sentence:>8.1f} output tokens/sentence")
+    print()
+    print_targets(figures)
+
+
+def print_targets(figures: dict[str, Any]) -> None:
+    """The issue's targets for this CPU, met or not (they only mean something on that CPU with trained weights)."""
+    checks = [("training fp32", figures["train_tokens_per_s"], ">=", TARGETS["train_tokens_per_s"]),
+              ("package/floor", figures["package_over_floor"], "<=", TARGETS["package_over_floor"]),
+              ("greedy", figures["greedy_sents_per_s"], ">=", TARGETS["greedy_sents_per_s"]),
+              ("beam 5", figures["beam5_sents_per_s"], ">=", TARGETS["beam5_sents_per_s"])]
+    parts = []
+    for label, value, sense, target in checks:
+        met = value is not None and (value >= target if sense == ">=" else value <= target)
+        shown = "n/a" if value is None else f"{value:,.2f}" if target < 10 else f"{value:,.0f}"
+        parts.append(f"{label} {shown} ({sense} {target:g}: {'met' if met else 'MISSED'})")
+    print("targets   " + "; ".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        ref_cfg = load_config(args.config, args.overrides)
+        luong_cfg = load_config(args.luong_config, args.overrides)
+        device = resolve_device(args.device)
+        machine = describe_machine(device, [sys.argv[0], *argv])
+        with progress("preparing the data"):
+            data = prepare(ref_cfg, verbose=False)
+        batch_size = batch_size_for(data.train, args.tgt_tokens_per_batch, seed=ref_cfg.train.seed)
+        training = run_training(args, ref_cfg, luong_cfg, data, batch_size, device)
+        weights, decoding = run_decoding(args, ref_cfg, data, device)
+    except Seq2SeqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    train_tokens = int(data.train.tgt_lengths.sum()) + len(data.train)
+    figures = figures_dict(machine, args, batch_size, train_tokens, training, weights, decoding)
+    print_table(machine, args, figures, training, weights)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
