@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -200,6 +201,30 @@ def _require(ok: bool, key: str, problem: str, value: Any) -> None:
         _fail(key, problem, value)
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 scalars.
+
+    YAML 1.1 reads ``off``, ``no``, ``on`` and ``yes`` as booleans (``amp: off`` would become
+    False, ``src_lang: no`` too) and ``1e-3`` as a string; here only true/false are booleans
+    and exponent floats are floats, in files and ``--set`` values alike.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789."))
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from the defaults), apply ``section.key=value`` overrides, build and validate."""
     raw: dict[str, Any] = {}
@@ -246,7 +271,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _parse_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if raw is None:
@@ -263,7 +288,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=1e-3")
     section, name = key.split(".")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = _parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     section_dict = raw.setdefault(section, {})

@@ -141,3 +141,14 @@ def test_cli_reports_a_config_error_and_exits_2(capsys: pytest.CaptureFixture[st
     status = main(["prepare", str(CONFIGS / "tiny.yaml"), "--set", "train.lr=fast"])
     assert status == 2
     assert "train.lr must be a number, got 'fast'" in capsys.readouterr().err
+
+
+def test_yaml_11_boolean_words_stay_strings_in_files_and_overrides(tmp_path):
+    # YAML 1.1 would read `off` and `no` as False: `amp: off` must stay the choice "off",
+    # and a language code "no" (Norwegian) must stay a string.
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\ndata:\n  src_lang: no\n  tgt_lang: en\n", encoding="utf-8")
+    from_file = load_config(path)
+    from_override = load_config(None, ["train.amp=off", "data.src_lang=no"])
+    assert from_file.train.amp == from_override.train.amp == "off"
+    assert from_file.data.src_lang == from_override.data.src_lang == "no"
