@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 from pathlib import Path
 
@@ -284,3 +285,19 @@ def test_reference_config_builds_and_runs() -> None:
     assert model.decoder.gru.hidden_size == 512 and model.decoder.gru.num_layers == 2
     src_ids, src_lengths, tgt_in_ids = batch([3, 2])
     assert model(src_ids, src_lengths, tgt_in_ids).shape == (2, TGT_LENGTH, 8000)
+
+
+def test_tied_output_projection_starts_near_the_uniform_loss():
+    # A tied embedding initialised like nn.Embedding (unit variance) makes the first logits
+    # huge and the initial loss far above log V; the package scales it to N(0, 1/E).
+    torch.manual_seed(0)
+    vocab = 500
+    model = Seq2Seq(src_vocab_size=vocab, tgt_vocab_size=vocab, embedding_size=64, hidden_size=32, num_layers=1,
+                    bidirectional=True, decoder_hidden_size=64, bridge="linear", attention="bahdanau",
+                    input_feeding=False, context_every_step=False, dropout=0.0, tied_embeddings=True,
+                    share_embeddings=True).eval()
+    src_ids, tgt_ids = torch.randint(4, vocab, (8, 12)), torch.randint(4, vocab, (8, 10))
+    logits = model(src_ids, torch.full((8,), 12), tgt_ids)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), tgt_ids.reshape(-1))
+    assert abs(loss.item() - math.log(vocab)) < 0.5
+    assert model.decoder.embedding.weight[0].abs().sum() == 0  # the pad row stays zero

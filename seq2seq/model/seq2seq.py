@@ -75,6 +75,8 @@ class Seq2Seq(nn.Module):
         src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
         tgt_embedding = src_embedding if share_embeddings else nn.Embedding(tgt_vocab_size, embedding_size,
                                                                             padding_idx=pad_id)
+        if tied_embeddings:
+            _scale_for_output(tgt_embedding, pad_id)
         self.encoder = Encoder(embedding=src_embedding, hidden_size=hidden_size, num_layers=num_layers,
                                bidirectional=bidirectional, dropout=dropout)
         self.bridge = Bridge(kind=bridge, num_layers=num_layers, in_size=self.encoder.output_size,
@@ -187,3 +189,15 @@ def _check_fits(*, src_vocab_size: int, tgt_vocab_size: int, hidden_size: int, b
         if not 0 <= pad_id < size:
             raise ConfigError(f"the {name} vocabulary has {size} tokens, too few for pad id {pad_id}; "
                               f"check tokenizer.vocab_size")
+
+
+def _scale_for_output(embedding: nn.Embedding, pad_id: int) -> None:
+    """Initialise a tied embedding from N(0, 1/E) instead of nn.Embedding's N(0, 1).
+
+    As the output projection it multiplies the E-wide readout (tanh, in [-1, 1]): with unit
+    variance the first logits have a standard deviation near sqrt(E), the initial softmax
+    is almost one-hot at random tokens, and the loss starts far above log V.
+    """
+    with torch.no_grad():
+        nn.init.normal_(embedding.weight, std=embedding.embedding_dim ** -0.5)
+        embedding.weight[pad_id].zero_()
