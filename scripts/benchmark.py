@@ -55,11 +55,13 @@ class FloorSeq2Seq(nn.Module):
 
     The shape (and so the parameter count) of the package's reference model: the decoder
     attends from the previous top-layer state, feeds [e_{t-1}; c_t] to its GRU, and reads out
-    tanh(W [s_t; c_t; e_{t-1}]) of embedding size before the vocabulary projection.
+    tanh(W [s_t; c_t; e_{t-1}]) of embedding size before the vocabulary projection, tied to the
+    target embedding (and that to the source one) when the config says so.
     """
 
     def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, embedding_size: int, hidden_size: int,
-                 num_layers: int, decoder_hidden_size: int, dropout: float) -> None:
+                 num_layers: int, decoder_hidden_size: int, dropout: float, tied_embeddings: bool,
+                 share_embeddings: bool) -> None:
         super().__init__()
         context_size = 2 * hidden_size
         between_layers = dropout if num_layers > 1 else 0.0  # nn.GRU's dropout acts between layers only
@@ -68,7 +70,8 @@ class FloorSeq2Seq(nn.Module):
         self.encoder = nn.GRU(embedding_size, hidden_size, num_layers, batch_first=True, bidirectional=True,
                               dropout=between_layers)
         self.bridge = nn.ModuleList(nn.Linear(context_size, decoder_hidden_size) for _ in range(num_layers))
-        self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=0)
+        self.tgt_embedding = (self.src_embedding if share_embeddings
+                              else nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=0))
         self.key_proj = nn.Linear(context_size, decoder_hidden_size, bias=False)
         self.query_proj = nn.Linear(decoder_hidden_size, decoder_hidden_size)
         self.energy = nn.Linear(decoder_hidden_size, 1, bias=False)
@@ -76,6 +79,8 @@ class FloorSeq2Seq(nn.Module):
                               dropout=between_layers)
         self.readout = nn.Linear(decoder_hidden_size + context_size + embedding_size, embedding_size)
         self.output = nn.Linear(embedding_size, tgt_vocab_size)
+        if tied_embeddings:
+            self.output.weight = self.tgt_embedding.weight  # the readout is E wide so that it can share
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Tensor:
@@ -110,11 +115,16 @@ def floor_trainer(model_cfg: ModelConfig, train_cfg: Any, src_vocab_size: int, t
                   device: torch.device, amp: AmpSettings) -> tuple[nn.Module, Callable[[Batch], Tensor]]:
     """The floor model and one training update on a batch: autocast forward, label-smoothed cross-entropy
     per real target token, backward, gradient clipping, Adam (fused, like the package)."""
+    shape = (model_cfg.attention, model_cfg.bidirectional, model_cfg.bridge)
+    if shape != ("bahdanau", True, "linear"):
+        raise ConfigError(f"the floor is written for model.attention=bahdanau, model.bidirectional=true and "
+                          f"model.bridge=linear; --config has {shape}: pass a config of that shape")
     torch.manual_seed(train_cfg.seed)
     model = FloorSeq2Seq(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
                          embedding_size=model_cfg.embedding_size, hidden_size=model_cfg.hidden_size,
                          num_layers=model_cfg.num_layers, decoder_hidden_size=model_cfg.decoder_hidden_size,
-                         dropout=model_cfg.dropout).to(device).train()
+                         dropout=model_cfg.dropout, tied_embeddings=model_cfg.tied_embeddings,
+                         share_embeddings=model_cfg.share_embeddings).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas), fused=True)
 
     def step(batch: Batch) -> Tensor:
@@ -312,6 +322,9 @@ def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[st
         util = f"  GPU {t.gpu_utilisation:.0f}%" if t.gpu_utilisation is not None else ""
         print(f"{label:<22}{figure.parameters:>12,}{t.median:>11,.0f}{spread:>20}{t.peak_memory_mib:>20,.0f}"
               f"{figures['train_tgt_tokens'] / t.median:>9,.0f}{util}")
+    if machine.device == "cpu":
+        print("(peak RSS: the process's, so phases after the first may include memory the allocator kept from "
+              "earlier ones)")
     ratio = figures["package_over_floor"]
     if ratio is not None:
         print(f"package/floor time per token (fp32): {ratio:.3f}x  (floor {figures['floor_tokens_per_s']:,.0f}, "

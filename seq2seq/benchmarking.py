@@ -86,13 +86,19 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def _release_free_heap() -> None:
-    """Return freed heap pages to the OS (glibc ``malloc_trim``), so that the memory a previous phase
-    freed but the allocator kept does not count in the next phase's peak RSS."""
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``) before a phase's peak is reset.
+
+    This only lowers the starting point: glibc raises its mmap threshold as large blocks are
+    freed, so later phases allocate more from the heap, which keeps freed pages resident until
+    the next trim, and their peak RSS reads higher than that of the same work in a fresh
+    process. (Pinning the threshold with mallopt avoids that, but makes every large tensor an
+    mmap/munmap pair and training several times slower.) On CUDA the figure is exact.
+    """
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
-        pass  # not glibc: the peak may include memory freed by earlier phases
+        pass  # not glibc
 
 
 def peak_memory_mib(device: torch.device) -> float:
