@@ -260,12 +260,12 @@ def package_trainer(cfg: Config, src_vocab_size: int, tgt_vocab_size: int, devic
     """
     from .distributed import DistContext
     from .model.seq2seq import Seq2Seq
-    from .train import Objective, _build_optimizer, train_step
+    from .train import Objective, build_optimizer, train_step
 
     torch.manual_seed(cfg.train.seed)
     model = Seq2Seq.from_config(cfg.model, src_vocab_size, tgt_vocab_size).to(device).train()
     objective = Objective(model, cfg.train.label_smoothing, cfg.train.teacher_forcing)
-    optimizer = _build_optimizer(model, cfg.train)
+    optimizer = build_optimizer(model, cfg.train)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_scaler)
     ctx = DistContext(device=device)
 

@@ -187,7 +187,7 @@ def test_non_finite_losses_skip_updates_then_stop_the_run(data_dir: Path, tmp_pa
 
 def test_a_non_finite_gradient_leaves_weights_and_adam_moments_untouched() -> None:
     model = torch.nn.Linear(3, 2)
-    optimizer = train_module._build_optimizer(model, TrainConfig())
+    optimizer = train_module.build_optimizer(model, TrainConfig())
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     amp = AmpSettings(dtype=None, use_scaler=False)
     model(torch.ones(1, 3)).sum().backward()
