@@ -167,8 +167,9 @@ def _finish(run: _Run, stop: str) -> TrainResult:
         run.reporter.info(f"interrupted at step {state.step}: saved {last}; continue with --resume "
                           f"--run-dir {run_dir}")
     else:
-        run.reporter.info(f"stopped ({stop}) after {state.step} steps; best dev BLEU {state.best_bleu:.2f}; "
-                          f"checkpoints in {run_dir}")
+        best_text = (f"best dev BLEU {state.best_bleu:.2f}" if math.isfinite(state.best_bleu)
+                     else "no dev set, so no best.pt")
+        run.reporter.info(f"stopped ({stop}) after {state.step} steps; {best_text}; checkpoints in {run_dir}")
     best = run_dir / "best.pt"
     return TrainResult(best_bleu=state.best_bleu, steps=state.step, epochs=state.epoch, stop_reason=stop,
                        last_checkpoint=last, best_checkpoint=best if best.is_file() else None,
