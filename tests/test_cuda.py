@@ -6,7 +6,6 @@ Skipped on machines without a CUDA GPU.
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,15 @@ from seq2seq.device import resolve_amp
 from seq2seq.distributed import DistContext
 from seq2seq.train import train
 
+from digits import write_digit_pairs  # tests/digits.py
+
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-DE = "null eins zwei drei vier fuenf sechs sieben acht neun".split()
-EN = "zero one two three four five six seven eight nine".split()
 
 
 def _config_dict(tmp_path: Path, **train_changes: Any) -> dict[str, Any]:
-    rng = random.Random(2)
-    lines = []
-    for _ in range(32):
-        digits = [rng.randrange(10) for _ in range(rng.randint(3, 6))]
-        lines.append(" ".join(DE[d] for d in digits) + "\t" + " ".join(EN[d] for d in digits))
-    pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pairs = write_digit_pairs(tmp_path / "pairs.tsv", count=32, seed=2)
     train_section = {"device": "cuda", "batch_size": 300, "lr": 0.01, "scheduler": "constant", "max_steps": 4,
                      "validate_every": 2, "log_every": 2, "patience": 0, "max_epochs": 100}
     train_section.update(train_changes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,18 +17,12 @@ from seq2seq.config import config_from_dict
 from seq2seq.distributed import DistContext, rank_share
 from seq2seq.train import _epoch_groups, train
 
-DE = "null eins zwei drei vier fuenf sechs sieben acht neun".split()
-EN = "zero one two three four five six seven eight nine".split()
+from digits import write_digit_pairs  # tests/digits.py
+
 
 
 def _config_dict(tmp_path: Path, dropout: float = 0.0, **train_changes: Any) -> dict[str, Any]:
-    rng = random.Random(1)
-    lines = []
-    for _ in range(24):
-        digits = [rng.randrange(10) for _ in range(rng.randint(3, 6))]
-        lines.append(" ".join(DE[d] for d in digits) + "\t" + " ".join(EN[d] for d in digits))
-    pairs = tmp_path / "pairs.tsv"
-    pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pairs = write_digit_pairs(tmp_path / "pairs.tsv", count=24, seed=1)
     # 4 batches of 6 sentences per epoch: no batch is left over for one process and not the other.
     train_section = {"device": "cpu", "batch_by": "sentences", "batch_size": 6, "lr": 0.01, "scheduler": "constant", "max_steps": 4,
                      "validate_every": 2, "log_every": 1, "patience": 0, "max_epochs": 100, "amp": "off",

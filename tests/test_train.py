@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import signal
 import time
 from pathlib import Path
@@ -21,8 +20,8 @@ from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.schedule import PlateauState, lr_at, update_plateau
 from seq2seq.train import train
 
-DE = "null eins zwei drei vier fuenf sechs sieben acht neun".split()
-EN = "zero one two three four five six seven eight nine".split()
+from digits import write_digit_pairs  # tests/digits.py
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,12 +37,7 @@ def one_thread() -> Any:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 German digit sequences and their English words, one TSV used as both train and dev."""
     directory = tmp_path_factory.mktemp("digits")
-    rng = random.Random(0)
-    lines = []
-    for _ in range(40):
-        digits = [rng.randrange(10) for _ in range(rng.randint(3, 6))]
-        lines.append(" ".join(DE[d] for d in digits) + "\t" + " ".join(EN[d] for d in digits))
-    (directory / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_digit_pairs(directory / "pairs.tsv", count=40, seed=0)
     return directory
 
 
