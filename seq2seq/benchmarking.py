@@ -120,7 +120,7 @@ class GpuUtilisation:
     ``mean`` is None when there is no GPU, no ``nvidia-smi``, or no sample came back.
     """
 
-    def __init__(self, device: torch.device, interval_s: float = 0.5) -> None:
+    def __init__(self, device: torch.device, interval_s: float = 0.25) -> None:
         self.device = device
         self.interval_s = interval_s
         self.samples: list[float] = []
@@ -137,20 +137,26 @@ class GpuUtilisation:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+            self._take_sample()  # covers the block's last moments, and blocks shorter than one interval
 
     @property
     def mean(self) -> float | None:
         return statistics.fmean(self.samples) if self.samples else None
 
     def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s) and self._take_sample():
+            pass
+
+    def _take_sample(self) -> bool:
+        """Append one reading; False when there is no nvidia-smi (or it failed): utilisation is optional."""
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
         command = ["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
-        while not self._stop.wait(self.interval_s):
-            try:
-                out = subprocess.run(command, capture_output=True, text=True, timeout=5, check=True).stdout
-                self.samples.append(float(out.strip().splitlines()[0]))
-            except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-                return  # no nvidia-smi (or it failed): utilisation is optional
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=5, check=True).stdout
+            self.samples.append(float(out.strip().splitlines()[0]))
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            return False
+        return True
 
 
 @dataclass
@@ -167,36 +173,52 @@ class Throughput:
         return statistics.median(self.per_window)
 
 
-def time_windows(step: Callable[[Batch], Any], batches: list[Batch], *, warmup: int, windows: int,
-                 steps_per_window: int, device: torch.device) -> Throughput:
-    """Run ``step`` on ``warmup`` batches untimed, then time ``windows`` windows of ``steps_per_window`` batches.
-
-    ``batches`` (already on ``device``) are used in order, and must number at least
-    ``warmup + windows * steps_per_window``: every phase given the same list sees the same
-    batches in the same order. Each window's figure is its real target tokens over its wall
-    time; the device is synchronised only at the window edges.
-    """
-    needed = warmup + windows * steps_per_window
-    if len(batches) < needed:
-        raise ValueError(f"time_windows needs {needed} batches, got {len(batches)}")
+def warm_up(step: Callable[[Batch], Any], batches: list[Batch], device: torch.device) -> float:
+    """Run ``step`` on ``batches`` untimed (allocator pools, kernel selection, first-call costs) and return
+    the peak memory in MiB seen while they ran."""
     reset_peak_memory(device)
-    for batch in batches[:warmup]:
+    for batch in batches:
         step(batch)
-    rates, units = [], []
-    with GpuUtilisation(device) as utilisation:
-        for w in range(windows):
-            window = batches[warmup + w * steps_per_window: warmup + (w + 1) * steps_per_window]
-            synchronize(device)
-            start = time.perf_counter()
-            for batch in window:
-                step(batch)
-            synchronize(device)
-            elapsed = time.perf_counter() - start
-            tokens = sum(batch.num_tgt_tokens for batch in window)
-            rates.append(tokens / elapsed)
-            units.append(tokens)
-    return Throughput(per_window=rates, peak_memory_mib=peak_memory_mib(device), units_per_window=units,
-                      gpu_utilisation=utilisation.mean)
+    synchronize(device)
+    return peak_memory_mib(device)
+
+
+def time_interleaved(steps: dict[str, Callable[[Batch], Any]], batches: list[Batch], *, windows: int,
+                     steps_per_window: int, device: torch.device) -> dict[str, Throughput]:
+    """Time ``windows`` windows of ``steps_per_window`` batches for every step function, round-robin.
+
+    Window w of every phase runs before window w + 1 of any, so a slow spell on a shared
+    machine falls on all phases alike: the ratios between phases hold even when the
+    absolute figures drift (timing the phases one after another let a noisy minute decide
+    a ratio). Every phase sees the same ``batches`` in the same order; each window's figure
+    is its real target tokens over its wall time, with the device synchronised only at the
+    window edges. Warm the phases up first (:func:`warm_up`); ``peak_memory_mib`` is left
+    NaN for the caller to fill in from the warm-up.
+    """
+    needed = windows * steps_per_window
+    if len(batches) < needed:
+        raise ValueError(f"time_interleaved needs {needed} batches, got {len(batches)}")
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    utilisation: dict[str, list[float]] = {name: [] for name in steps}
+    for w in range(windows):
+        window = batches[w * steps_per_window: (w + 1) * steps_per_window]
+        tokens = sum(batch.num_tgt_tokens for batch in window)
+        for name, step in steps.items():
+            with GpuUtilisation(device) as sampler:
+                synchronize(device)
+                start = time.perf_counter()
+                for batch in window:
+                    step(batch)
+                synchronize(device)
+                elapsed = time.perf_counter() - start
+            rates[name].append(tokens / elapsed)
+            if sampler.mean is not None:
+                utilisation[name].append(sampler.mean)
+    units = [sum(b.num_tgt_tokens for b in batches[w * steps_per_window: (w + 1) * steps_per_window])
+             for w in range(windows)]
+    return {name: Throughput(per_window=rates[name], peak_memory_mib=float("nan"), units_per_window=units,
+                             gpu_utilisation=statistics.fmean(utilisation[name]) if utilisation[name] else None)
+            for name in steps}
 
 
 @dataclass(frozen=True)
@@ -302,18 +324,21 @@ class DecodeThroughput:
     peak_memory_mib: float
 
 
-def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeConfig,
-                  device: torch.device) -> DecodeThroughput:
+def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeConfig, device: torch.device,
+                  amp: AmpSettings | None = None) -> DecodeThroughput:
     """Time ``seq2seq.search.search`` (greedy for beam size 1, else beam) on each batch: search time only.
 
-    The first batch runs once untimed as warm-up; collation and copies happen before the clock starts.
+    The first batch runs once untimed as warm-up; collation and copies happen before the clock
+    starts. ``amp`` runs the search under autocast (one context around all batches, so the
+    weights are cast once, as ``seq2seq translate`` would); None or off = fp32.
     """
     from .search import search
 
     model.eval()
     reset_peak_memory(device)
     seconds, sentences, output_tokens = 0.0, 0, 0
-    with torch.inference_mode():
+    enabled = amp is not None and amp.enabled
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp.dtype if enabled else None, enabled=enabled):
         search(model, batches[0].src_ids, batches[0].src_lengths, options)
         for batch in batches:
             synchronize(device)

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MULTI30K = (REPO_ROOT / ".." / "shared" / "data" / "multi30k").resolve()
 
 RATE_KEYS = ("train_tokens_per_s", "train_tokens_per_s_bf16", "floor_tokens_per_s", "luong_tokens_per_s",
-             "greedy_sents_per_s", "beam5_sents_per_s")
+             "greedy_sents_per_s", "beam5_sents_per_s", "greedy_sents_per_s_bf16", "beam5_sents_per_s_bf16")
 
 
 @pytest.mark.benchmark
@@ -36,6 +36,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     # The batch size was chosen for about 950 real target tokens per batch.
     assert abs(figures["mean_tgt_tokens_per_batch"] - 950) < 950 * 0.05
     assert figures["decode_sentences"] == 256
-    for key in ("package_fp32", "floor_fp32", "package_luong_fp32"):
+    for key in ("package_fp32", "floor_fp32", "package_luong_fp32", "package_bf16"):
         assert figures[f"{key}_peak_memory_mib"] > 0
+        assert len(figures[f"{key}_windows"]) == figures["windows"] == 3
+    assert figures["train_default_precision"] in ("fp32", "bf16")
     assert "package/floor" in result.stdout and "beam 5" in result.stdout
