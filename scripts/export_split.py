@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from seq2seq.atomic import atomic_file
 from seq2seq.config import load_config
 from seq2seq.corpora import read_split
 from seq2seq.errors import Seq2SeqError
@@ -34,7 +35,8 @@ def main() -> int:
     prefix = Path(args.out)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     for lang, lines in ((cfg.data.src_lang, pairs.src), (cfg.data.tgt_lang, pairs.tgt)):
-        Path(f"{prefix}.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        with atomic_file(f"{prefix}.{lang}") as handle:
+            handle.writelines(line + "\n" for line in lines)
     print(f"wrote {len(pairs)} pairs to {prefix}.{cfg.data.src_lang} and {prefix}.{cfg.data.tgt_lang}")
     return 0
 

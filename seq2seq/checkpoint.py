@@ -8,16 +8,15 @@ never leaves a half-written checkpoint in place of a good one.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_file
 from .config import Config, config_from_dict, config_to_dict
 from .errors import CheckpointError, ConfigError, Seq2SeqError
 
@@ -46,18 +45,8 @@ def build_checkpoint(cfg: Config, model_state: dict[str, torch.Tensor], tokenize
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Write atomically: to a temporary file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as handle:
+        torch.save(checkpoint, handle)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -25,7 +25,8 @@ import torch
 from .config import Config, DataConfig
 from .corpora import SPLITS, ParallelText, Split, read_split
 from .errors import DataError
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, hash_texts, load_or_train_tokenizer, write_atomically
+from .atomic import write_atomically
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, hash_texts, load_or_train_tokenizer
 
 CACHE_VERSION = 1  # bump when the layout of the cached arrays changes
 PERCENTILES = (50, 90, 99)

@@ -24,8 +24,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import sentencepiece as spm
 import torch
 
+from .atomic import write_atomically
 from .config import TokenizerConfig
 from .errors import CheckpointError, DataError
 
@@ -247,24 +246,6 @@ def _run_trainer(texts: list[str], cfg: TokenizerConfig, vocab_size: int) -> byt
         num_threads=_num_threads(), minloglevel=2,  # sentencepiece logs every step to stderr otherwise
     )
     return model.getvalue()
-
-
-def write_atomically(directory: Path, write: Any) -> None:
-    """Call ``write(tmp_dir)`` on a fresh temporary directory, then rename it to ``directory``.
-
-    Readers therefore see either nothing or the complete directory. If another process
-    finished the same directory first, its copy is kept and ours is discarded.
-    """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        write(tmp)
-        os.rename(tmp, directory)
-    except OSError:
-        if not directory.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _content_ids(ids: Sequence[int]) -> list[int]:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, TextIO
 import torch
 from torch import Tensor
 
+from .atomic import atomic_file
 from .checkpoint import load_model
 from .config import Config, DecodeConfig
 from .device import resolve_device
@@ -255,15 +254,8 @@ def atomic_output(path: str | Path) -> Iterator[TextIO]:
     path = Path(path)
     if path.is_dir():
         raise Seq2SeqError(f"output path {path} is a directory; give a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as handle:
+        yield handle
 
 
 def check_can_plot_attention(translator: Translator, checkpoint: str | Path) -> None:
