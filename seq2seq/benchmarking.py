@@ -324,30 +324,27 @@ class DecodeThroughput:
     peak_memory_mib: float
 
 
-def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeConfig, device: torch.device,
-                  amp: AmpSettings | None = None) -> DecodeThroughput:
-    """Time ``seq2seq.search.search`` (greedy for beam size 1, else beam) on each batch: search time only.
+def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeConfig,
+                  device: torch.device) -> DecodeThroughput:
+    """Time ``seq2seq.search.search`` (greedy for beam size 1, else beam; in the precision ``options.amp``
+    gives) on each batch: search time only, as ``seq2seq translate`` runs it.
 
-    The first batch runs once untimed as warm-up; collation and copies happen before the clock
-    starts. ``amp`` runs the search under autocast (one context around all batches, so the
-    weights are cast once, as ``seq2seq translate`` would); None or off = fp32.
+    The first batch runs once untimed as warm-up; collation and copies happen before the clock starts.
     """
     from .search import search
 
     model.eval()
     reset_peak_memory(device)
     seconds, sentences, output_tokens = 0.0, 0, 0
-    enabled = amp is not None and amp.enabled
-    with torch.inference_mode(), torch.autocast(device.type, dtype=amp.dtype if enabled else None, enabled=enabled):
-        search(model, batches[0].src_ids, batches[0].src_lengths, options)
-        for batch in batches:
-            synchronize(device)
-            start = time.perf_counter()
-            hypotheses = search(model, batch.src_ids, batch.src_lengths, options)
-            synchronize(device)
-            seconds += time.perf_counter() - start
-            sentences += len(batch)
-            output_tokens += sum(len(nbest[0].tgt_ids) + 1 for nbest in hypotheses)
+    search(model, batches[0].src_ids, batches[0].src_lengths, options)
+    for batch in batches:
+        synchronize(device)
+        start = time.perf_counter()
+        hypotheses = search(model, batch.src_ids, batch.src_lengths, options)
+        synchronize(device)
+        seconds += time.perf_counter() - start
+        sentences += len(batch)
+        output_tokens += sum(len(nbest[0].tgt_ids) + 1 for nbest in hypotheses)
     return DecodeThroughput(sents_per_s=sentences / seconds, seconds=seconds, sentences=sentences,
                             output_tokens=output_tokens, peak_memory_mib=peak_memory_mib(device))
 

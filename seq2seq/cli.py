@@ -60,13 +60,16 @@ def _decode_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--min-length", type=int, help="minimum output length in tokens")
     sub.add_argument("--no-repeat-ngram", type=int, help="block repeated n-grams of this size; 0 = off")
     sub.add_argument("--batch-size", type=int, help="tokens per decoding batch")
+    sub.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"],
+                     help="search precision (decode.amp): auto = bf16 for beam search where the device has "
+                          "bf16 matrix units; off = fp32")
     sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     sub.add_argument("--attention-plot", metavar="DIR", help="write one attention heatmap PNG per sentence")
 
 
 def _decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("beam_size", "nbest", "length_penalty", "max_length_a", "max_length_b", "min_length",
-             "no_repeat_ngram", "batch_size")
+             "no_repeat_ngram", "batch_size", "amp")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

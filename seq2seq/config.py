@@ -168,6 +168,9 @@ class DecodeConfig:
     nbest: int = 1
     no_repeat_ngram: int = 0  # 0 = off
     batch_size: int = 4000  # tokens per decoding batch
+    # Autocast for search: auto = bf16 for beam search where the device has bf16 matrix units
+    # (and fp16 on GPUs without bf16); off = fp32. See device.resolve_decode_amp.
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
 
     def __post_init__(self) -> None:
         _require(self.beam_size >= 1, "decode.beam_size", "must be at least 1", self.beam_size)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .config import DecodeConfig
+from .device import resolve_decode_amp
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = float("-inf")
@@ -416,7 +417,16 @@ def _repeated_ngram_mask(history: Tensor, n: int, vocab_size: int) -> Tensor:
 
 def search(model: Any, src_ids: Tensor, src_lengths: Tensor, options: DecodeConfig,
            return_attention: bool = False) -> list[list[Hypothesis]]:
-    """Greedy search when ``options.beam_size`` is 1 (the same result, faster), beam search otherwise."""
-    if options.beam_size == 1:
-        return [[hypothesis] for hypothesis in greedy_search(model, src_ids, src_lengths, options, return_attention)]
-    return beam_search(model, src_ids, src_lengths, options, return_attention)
+    """Greedy search when ``options.beam_size`` is 1 (the same result, faster), beam search otherwise,
+    without gradients and in the precision ``options.amp`` resolves to on the device of ``src_ids``.
+
+    This runs under ``no_grad`` rather than ``inference_mode``: autocast keeps one low-precision
+    copy of each weight for the whole search only outside inference mode (inside it, torch casts
+    every weight again at every step, which costs more than bf16 saves).
+    """
+    amp = resolve_decode_amp(options.amp, src_ids.device, options.beam_size)
+    with torch.no_grad(), torch.autocast(src_ids.device.type, dtype=amp.dtype, enabled=amp.enabled):
+        if options.beam_size == 1:
+            return [[hypothesis]
+                    for hypothesis in greedy_search(model, src_ids, src_lengths, options, return_attention)]
+        return beam_search(model, src_ids, src_lengths, options, return_attention)

@@ -24,7 +24,7 @@ from torch import Tensor
 from .atomic import atomic_file
 from .checkpoint import load_model
 from .config import Config, DecodeConfig
-from .device import resolve_device
+from .device import resolve_decode_amp, resolve_device
 from .errors import ConfigError, Seq2SeqError
 from .search import Hypothesis, search
 from .textio import iter_file_lines, iter_lines
@@ -94,7 +94,9 @@ class Translator:
         if "beam_size" in overrides and "nbest" not in overrides:
             # A smaller beam than the checkpoint's default nbest would be rejected; keep nbest within the beam.
             overrides["nbest"] = min(self.config.decode.nbest, overrides["beam_size"])
-        return dataclasses.replace(self.config.decode, **overrides)
+        options = dataclasses.replace(self.config.decode, **overrides)
+        resolve_decode_amp(options.amp, self.device, options.beam_size)  # refuse an impossible precision up front
+        return options
 
     def translate(self, sentences: list[str], beam_size: int | None = None,
                   options: DecodeConfig | None = None) -> list[str]:
@@ -145,7 +147,6 @@ class Translator:
                                "truncated to the first %d", name, number, len(ids), max_length, max_length)
         return [ids[:max_length] for ids in encoded]
 
-    @torch.inference_mode()
     def search_ids(self, src_ids: list[list[int]], options: DecodeConfig,
                    return_attention: bool = False) -> list[list[Hypothesis]]:
         """Search one batch of non-empty source id lists -> an n-best list per sentence (best first)."""

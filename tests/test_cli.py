@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_translate import MAX_SOURCE_TOKENS, build_tiny_checkpoint
 
@@ -60,6 +61,19 @@ def test_invalid_utf8_is_an_error_naming_the_line_and_leaves_no_output(checkpoin
     stderr = result.stderr.decode()
     assert "bad.de, line 3" in stderr and "UTF-8" in stderr and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == [src]
+
+
+def test_search_precision_flag(checkpoint: Path, tmp_path: Path):
+    src, out = tmp_path / "in.de", tmp_path / "out.en"
+    src.write_text("\n".join(SOURCE) + "\n", encoding="utf-8")
+    result = run_cli("translate", "-c", str(checkpoint), "-i", str(src), "-o", str(out), "--amp", "bf16")
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(out.read_text(encoding="utf-8").split("\n")[:-1]) == len(SOURCE)
+    if not torch.cuda.is_available():
+        refused = run_cli("translate", "-c", str(checkpoint), "--amp", "fp16", stdin=b"ein Hund .\n")
+        assert refused.returncode == 2
+        assert "decode.amp=fp16 needs a CUDA GPU" in refused.stderr.decode()
+        assert "Traceback" not in refused.stderr.decode()
 
 
 def test_missing_and_corrupt_checkpoints_are_clear_errors(checkpoint: Path, tmp_path: Path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seq2seq import device as device_module
-from seq2seq.device import cpu_has_bf16_matrix_units, resolve_amp, resolve_device
+from seq2seq.device import cpu_has_bf16_matrix_units, resolve_amp, resolve_decode_amp, resolve_device
 from seq2seq.errors import ConfigError
 
 
@@ -39,3 +39,22 @@ def test_unusable_devices_are_refused_by_name() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("has_amx", [True, False])
+def test_auto_decode_amp_is_bf16_for_beam_search_only_with_matrix_units(monkeypatch: pytest.MonkeyPatch,
+                                                                        has_amx: bool) -> None:
+    monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: has_amx)
+    cpu = torch.device("cpu")
+    assert resolve_decode_amp("auto", cpu, beam_size=5).dtype == (torch.bfloat16 if has_amx else None)
+    # Greedy batches are too small on the CPU for bf16 to pay: auto keeps them in fp32.
+    assert resolve_decode_amp("auto", cpu, beam_size=1).dtype is None
+    assert resolve_decode_amp("bf16", cpu, beam_size=1).dtype == torch.bfloat16
+    assert resolve_decode_amp("off", cpu, beam_size=5).dtype is None
+
+
+def test_decode_amp_errors_name_the_decode_key() -> None:
+    with pytest.raises(ConfigError, match=r"decode\.amp=fp16 needs a CUDA GPU"):
+        resolve_decode_amp("fp16", torch.device("cpu"), beam_size=5)
+    with pytest.raises(ConfigError, match=r"decode\.amp must be"):
+        resolve_decode_amp("fp8", torch.device("cpu"), beam_size=5)

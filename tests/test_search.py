@@ -275,3 +275,34 @@ def test_search_with_beam_size_one_wraps_greedy_in_nbest_lists():
     results = search(model, src_ids, src_lengths, options)
     assert all(len(nbest) == 1 and isinstance(nbest[0], Hypothesis) for nbest in results)
     assert [n[0].tgt_ids for n in results] == [h.tgt_ids for h in greedy_search(model, src_ids, src_lengths, options)]
+
+
+class _PrecisionRecorder:
+    """Wraps a model; records the autocast dtype and grad mode that each decode_step runs under."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.seen: set[tuple[torch.dtype | None, bool, bool]] = set()
+
+    def encode(self, src_ids, src_lengths):
+        return self.model.encode(src_ids, src_lengths)
+
+    def init_state(self, enc):
+        return self.model.init_state(enc)
+
+    def decode_step(self, prev_ids, state, enc):
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        self.seen.add((dtype, torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+        return self.model.decode_step(prev_ids, state, enc)
+
+
+@pytest.mark.parametrize("amp, expected", [("off", None), ("bf16", torch.bfloat16)])
+def test_search_runs_in_the_precision_decode_amp_asks_for(amp: str, expected: torch.dtype | None):
+    recorder = _PrecisionRecorder(_tiny_model(seed=4, vocab=12))
+    src_ids, src_lengths = _batch(SOURCES)
+    for beam_size in (1, 3):
+        options = DecodeConfig(beam_size=beam_size, max_length_a=1.0, max_length_b=2, amp=amp)
+        results = search(recorder, src_ids, src_lengths, options)
+        assert len(results) == len(SOURCES) and all(nbest for nbest in results)
+    # No gradients, and not inference mode: autocast keeps its cast weights only outside inference mode.
+    assert recorder.seen == {(expected, False, False)}
