@@ -288,8 +288,8 @@ def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
             options = dataclasses.replace(ref_cfg.decode, beam_size=beam_size, nbest=1, amp=amp)
             searches[key if amp == "off" else f"{key}_bf16"] = options
     # What `seq2seq translate` runs by default (decode.amp: auto) on this device, for the targets.
-    names = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # fp16 is not timed: its figure reads n/a
-    default_precision = {key: names[resolve_decode_amp("auto", device, beam_size).dtype]
+    # fp16 (older GPUs) is not timed: its figure reads n/a.
+    default_precision = {key: resolve_decode_amp("auto", device, beam_size).precision
                          for key, beam_size in (("greedy", 1), ("beam5", 5))}
     rounds: dict[str, list[DecodeThroughput]] = {key: [] for key in searches}
     with progress(f"decoding: {len(searches)} searches x {args.decode_repeats} rounds, taking turns"):
@@ -337,8 +337,7 @@ def figures_dict(machine: MachineInfo, args: argparse.Namespace, batch_size: Bat
         "greedy_default_precision": decode_precision["greedy"], "beam5_default_precision": decode_precision["beam5"],
         "device": machine.device,
         # What train.amp: auto (the default) trains in on this device: the figure users get.
-        "train_default_precision": "bf16" if resolve_amp("auto", torch.device(machine.device)).dtype == torch.bfloat16
-        else "fp32",
+        "train_default_precision": resolve_amp("auto", torch.device(machine.device)).precision,
         "package_over_floor": floor / package if package and floor else None,
         "package_parameters": by_name[("package", "fp32")].parameters,
         "floor_parameters": by_name[("floor", "fp32")].parameters,
@@ -419,7 +418,7 @@ def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[st
 def print_targets(figures: dict[str, Any]) -> None:
     """The issue's targets for this CPU, met or not (they only mean something on that CPU with trained weights)."""
     default = figures["train_default_precision"]
-    trained = figures["train_tokens_per_s_bf16" if default == "bf16" else "train_tokens_per_s"]
+    trained = {"fp32": figures["train_tokens_per_s"], "bf16": figures["train_tokens_per_s_bf16"]}.get(default)
     checks = [(f"training ({default}, train.amp: auto here)", trained, ">=", TARGETS["train_tokens_per_s"]),
               ("package/floor", figures["package_over_floor"], "<=", TARGETS["package_over_floor"]),
               (f"greedy ({figures['greedy_default_precision']})", figures["greedy_sents_per_s"], ">=",

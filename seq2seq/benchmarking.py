@@ -200,9 +200,11 @@ def time_interleaved(steps: dict[str, Callable[[Batch], Any]], batches: list[Bat
         raise ValueError(f"time_interleaved needs {needed} batches, got {len(batches)}")
     rates: dict[str, list[float]] = {name: [] for name in steps}
     utilisation: dict[str, list[float]] = {name: [] for name in steps}
+    units: list[int] = []
     for w in range(windows):
         window = batches[w * steps_per_window: (w + 1) * steps_per_window]
         tokens = sum(batch.num_tgt_tokens for batch in window)
+        units.append(tokens)
         for name, step in steps.items():
             with GpuUtilisation(device) as sampler:
                 synchronize(device)
@@ -214,8 +216,6 @@ def time_interleaved(steps: dict[str, Callable[[Batch], Any]], batches: list[Bat
             rates[name].append(tokens / elapsed)
             if sampler.mean is not None:
                 utilisation[name].append(sampler.mean)
-    units = [sum(b.num_tgt_tokens for b in batches[w * steps_per_window: (w + 1) * steps_per_window])
-             for w in range(windows)]
     return {name: Throughput(per_window=rates[name], peak_memory_mib=float("nan"), units_per_window=units,
                              gpu_utilisation=statistics.fmean(utilisation[name]) if utilisation[name] else None)
             for name in steps}

@@ -36,6 +36,11 @@ class AmpSettings:
     def enabled(self) -> bool:
         return self.dtype is not None
 
+    @property
+    def precision(self) -> str:
+        """fp32, bf16 or fp16: the name the configs and the benchmark tables use."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
 
 def resolve_amp(amp: str, device: torch.device, key: str = "train.amp") -> AmpSettings:
     """Map ``train.amp`` (auto | off | bf16 | fp16) to settings for ``device``; impossible choices raise ConfigError

@@ -30,6 +30,7 @@ def test_auto_amp_on_the_cpu_is_bf16_only_with_matrix_units(monkeypatch: pytest.
     monkeypatch.setattr(device_module, "cpu_has_bf16_matrix_units", lambda: has_amx)
     amp = resolve_amp("auto", torch.device("cpu"))
     assert amp.dtype == expected and not amp.use_scaler
+    assert amp.precision == ("bf16" if has_amx else "fp32")
     assert resolve_amp("off", torch.device("cpu")).dtype is None
 
 
