@@ -8,7 +8,7 @@ Run from the repository root (the configs' data paths are relative to it)::
     python scripts/benchmark.py --checkpoint runs/m30k/best.pt --json bench.json
 
 Training: real (non-pad) target tokens per second of the package's own training step
-(``seq2seq.train.train_step``) in steady state, the median of several timed windows after
+(``seq2seq.training.step.train_step``) in steady state, the median of several timed windows after
 warm-up, fp32 and bf16 autocast, for the reference config and the Luong config; and the same
 for the *floor*, the reference shape written directly in plain PyTorch below, fed the same
 batches and timed the same way. Decoding: sentences per second of greedy and beam-5 search
@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.benchmarking import (BatchSize, DecodeThroughput, MachineInfo, Throughput, batch_size_for,
-                                  decoding_batches, describe_machine, package_trainer, reencode, time_decoding,
-                                  time_interleaved, training_batches, warm_up)
+from benchmarking import (BatchSize, DecodeThroughput, MachineInfo, Throughput, batch_size_for,
+                          decoding_batches, describe_machine, package_trainer, reencode, time_decoding,
+                          time_interleaved, training_batches, warm_up)
 from seq2seq.checkpoint import load_model
 from seq2seq.config import Config, ModelConfig, load_config
 from seq2seq.data import Batch, prepare

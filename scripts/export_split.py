@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from seq2seq.atomic import atomic_file
+from seq2seq.textio import atomic_file
 from seq2seq.config import load_config
-from seq2seq.corpora import read_split
+from seq2seq.data.corpora import read_split
 from seq2seq.errors import Seq2SeqError
 
 

@@ -2,23 +2,45 @@
 
 A GRU encoder reads the source; its final hidden state ``h_n`` starts a symmetric
 multi-layer GRU decoder; optional attention reads the encoder ``output``.
+
+The public API::
+
+    from seq2seq import Translator, load_config, prepare, train
+
+    cfg = load_config("configs/quickstart.yaml", ["train.max_steps=200"])
+    result = train(cfg, run_dir="runs/quickstart")          # -> TrainResult
+    translator = Translator.from_checkpoint(result.best_checkpoint)
+    print(translator.translate(["la navo fela amat."]))
+
+``Seq2Seq`` is the model (``encode``, ``init_state``, ``decode_step``), ``Config`` the
+typed configuration, ``prepare`` reads, tokenizes and caches the data of a config.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 from .config import Config, load_config
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "load_config", "Seq2Seq", "Translator", "__version__"]
+# Imported on first use, so that `import seq2seq` (and the CLI's --help) does not pay for torch.
+_LAZY = {
+    "Seq2Seq": "seq2seq.model",
+    "Translator": "seq2seq.translate",
+    "prepare": "seq2seq.data",
+    "train": "seq2seq.training",
+}
+
+__all__ = ["Config", "Seq2Seq", "Translator", "__version__", "load_config", "prepare", "train"]
 
 
-def __getattr__(name: str):
-    # Imported lazily so that `import seq2seq` (and the CLI's --help) does not pay for torch.
-    if name == "Seq2Seq":
-        from .model.seq2seq import Seq2Seq
-
-        return Seq2Seq
-    if name == "Translator":
-        from .translate import Translator
-
-        return Translator
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'seq2seq' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
+from .config import load_config
 from .errors import Seq2SeqError
 
+# Each handler imports its command's module when it runs, so that `seq2seq --help` and argument
+# errors answer at once instead of paying for torch first.
 SET_HELP = "override a config field, e.g. --set train.lr=1e-3 (repeatable)"
 
 
@@ -84,7 +88,6 @@ def _prepare_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> None:
-    from .config import load_config
     from .data import prepare
 
     prepare(load_config(args.config, args.overrides))
@@ -98,10 +101,7 @@ def _train_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .config import load_config
-    from .train import train
+    from .training import train
 
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     train(load_config(args.config, args.overrides), run_dir=run_dir, resume=args.resume, overwrite=args.overwrite)

@@ -9,16 +9,14 @@ rejects unknown keys with the closest valid key suggested.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 
+from .coercion import build_section, parse_yaml, suggest
 from .errors import ConfigError
 
 
@@ -204,30 +202,6 @@ def _require(ok: bool, key: str, problem: str, value: Any) -> None:
         _fail(key, problem, value)
 
 
-class _Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 scalars.
-
-    YAML 1.1 reads ``off``, ``no``, ``on`` and ``yes`` as booleans (``amp: off`` would become
-    False, ``src_lang: no`` too) and ``1e-3`` as a string; here only true/false are booleans
-    and exponent floats are floats, in files and ``--set`` values alike.
-    """
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                    list("tTfF"))
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                                    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
-                                    list("-+0123456789."))
-
-
-def _parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from the defaults), apply ``section.key=value`` overrides, build and validate."""
     raw: dict[str, Any] = {}
@@ -246,12 +220,12 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     for section_name, section_value in raw.items():
         section_type = _section_types().get(section_name)
         if section_type is None:
-            raise ConfigError(f"unknown config section {section_name!r}{_suggest(section_name, _section_types())}")
+            raise ConfigError(f"unknown config section {section_name!r}{suggest(section_name, _section_types())}")
         if section_value is None:
             section_value = {}
         if not isinstance(section_value, dict):
             raise ConfigError(f"config section {section_name!r} must be a mapping, got {section_value!r}")
-        sections[section_name] = _build_section(section_name, section_type, section_value)
+        sections[section_name] = build_section(section_name, section_type, section_value)
     return Config(**sections)
 
 
@@ -274,7 +248,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = _parse_yaml(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if raw is None:
@@ -291,7 +265,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"override {item!r} must look like section.key=value, e.g. train.lr=1e-3")
     section, name = key.split(".")
     try:
-        value = _parse_yaml(text) if text.strip() else ""
+        value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
     section_dict = raw.setdefault(section, {})
@@ -304,90 +278,3 @@ def _section_types() -> dict[str, type]:
     return {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
 
 
-def _build_section(section_name: str, section_type: type, values: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(section_type)
-    kwargs = {}
-    for name, value in values.items():
-        if name not in hints:
-            raise ConfigError(f"unknown config key {section_name}.{name}{_suggest(name, hints, section_name)}")
-        kwargs[name] = _coerce(f"{section_name}.{name}", value, hints[name])
-    return section_type(**kwargs)
-
-
-def _suggest(name: str, valid: dict[str, Any], section: str | None = None) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
-    prefix = f"{section}." if section else ""
-    if close:
-        return f"; did you mean {prefix}{close[0]}?"
-    return f"; valid keys: {', '.join(prefix + k for k in valid)}"
-
-
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Convert a YAML or command-line value to the declared type, or raise naming the key and the type."""
-    origin = get_origin(annotation)
-    if origin is Literal:
-        choices = get_args(annotation)
-        if value not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))} (got {value!r})")
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for option in get_args(annotation):
-            if option is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _coerce(key, value, option)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key} has an invalid value {value!r}")
-    if origin is list:
-        (item_type,) = get_args(annotation)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
-    return _coerce_scalar(key, value, annotation)
-
-
-def _coerce_scalar(key: str, value: Any, annotation: type) -> Any:
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{key} must be a boolean (true/false), got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            # PyYAML (YAML 1.1) reads 1e-3 as a string: accept any float Python can parse.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if annotation is str:
-        if value is None:
-            return ""
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return str(value)
-    raise AssertionError(f"config field {key} has an unsupported type {annotation!r}")

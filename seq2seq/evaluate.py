@@ -1,9 +1,7 @@
-"""Scoring with sacrebleu (BLEU, chrF, TER) and the ``seq2seq evaluate`` / ``seq2seq score`` commands.
+"""The ``seq2seq evaluate`` / ``seq2seq score`` commands: translate and score, or score given translations.
 
-Scores are computed on detokenized text, as sacrebleu expects, and reported with
-sacrebleu's signatures so that figures can be compared across papers and tools.
-``--tokenize`` selects BLEU's tokenizer; ``--lowercase`` makes BLEU and chrF
-case-insensitive. TER keeps sacrebleu's defaults (its signature says which).
+Scores come from :mod:`seq2seq.metrics` (sacrebleu). ``--tokenize`` selects BLEU's
+tokenizer; ``--lowercase`` makes BLEU and chrF case-insensitive. TER keeps sacrebleu's defaults (its signature says which).
 """
 
 from __future__ import annotations
@@ -12,57 +10,15 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, DataError
-from .textio import read_lines
+from .errors import DataError
+from .metrics import Scores, score_corpus
+from .textio import atomic_output, read_lines
+from .translate import Translator, check_can_plot_attention, format_translation, write_attention_plot
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Scores:
-    """Corpus-level scores (0-100) with the sacrebleu signature of each metric."""
-
-    bleu: float
-    chrf: float
-    ter: float
-    bleu_signature: str
-    chrf_signature: str
-    ter_signature: str
-    bleu_details: str  # sacrebleu's line: n-gram precisions, brevity penalty, lengths
-    num_sentences: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def report_lines(self) -> list[str]:
-        """Human-readable: one line per metric, its score and its signature."""
-        return [f"{self.bleu_details}  {self.bleu_signature}",
-                f"chrF2 = {self.chrf:.2f}  {self.chrf_signature}",
-                f"TER = {self.ter:.2f}  {self.ter_signature}"]
-
-
-def score_corpus(hyps: list[str], refs: list[str], tokenize: str = "13a", lowercase: bool = False) -> Scores:
-    """BLEU, chrF and TER of detokenized hypotheses against one reference each (same order, same count)."""
-    from sacrebleu.metrics import BLEU, CHRF, TER
-
-    if len(hyps) != len(refs):
-        raise DataError(f"{len(hyps)} hypotheses but {len(refs)} references; they must be aligned line by line")
-    if not hyps:
-        raise DataError("nothing to score: no hypotheses and no references")
-    if tokenize not in BLEU.TOKENIZERS:
-        raise ConfigError(f"unknown BLEU tokenizer {tokenize!r}; sacrebleu offers {', '.join(BLEU.TOKENIZERS)}")
-    bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
-    chrf = CHRF(lowercase=lowercase)
-    ter = TER()
-    bleu_score = bleu.corpus_score(hyps, [refs])
-    return Scores(bleu=bleu_score.score, chrf=chrf.corpus_score(hyps, [refs]).score,
-                  ter=ter.corpus_score(hyps, [refs]).score, bleu_signature=str(bleu.get_signature()),
-                  chrf_signature=str(chrf.get_signature()), ter_signature=str(ter.get_signature()),
-                  bleu_details=str(bleu_score), num_sentences=len(hyps))
 
 
 def read_aligned(first_path: str | Path, second_path: str | Path) -> tuple[list[str], list[str]]:
@@ -87,9 +43,6 @@ def evaluate_command(*, checkpoint: str, src_path: str, ref_path: str, decode_ov
                      device: str, as_json: bool, tokenize: str, lowercase: bool, attention_plot: str | None,
                      output_path: str | None) -> None:
     """``seq2seq evaluate``: translate a source file with a checkpoint, score it against the references, print."""
-    from .translate import (Translator, atomic_output, check_can_plot_attention, format_translation,
-                            write_attention_plot)
-
     srcs, refs = read_aligned(src_path, ref_path)
     translator = Translator.from_checkpoint(checkpoint, device)
     options = dataclasses.replace(translator.decode_options(decode_overrides), nbest=1)

@@ -1,20 +1,29 @@
-"""Reading text strictly as UTF-8, from plain or gzipped files and from streams.
+"""Reading text strictly as UTF-8, and writing files so that readers see nothing or the whole result.
 
 Every reader fails with a :class:`DataError` that names the file (or stream) and the
 1-based line number of the first undecodable byte, instead of silently replacing it:
 a corpus with broken encoding is a mistake the user should see and fix.
+
+Everything the package writes for later (checkpoints, translations, tokenizer and corpus
+caches, exported splits) goes through :func:`atomic_file` or :func:`write_atomically`: an
+interrupted run, a full disk or an exception mid-write leaves the previous file (or
+nothing) in place, never half of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import os
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import IO, Any, BinaryIO, Callable, TextIO
 
-from .errors import DataError
+from .errors import DataError, Seq2SeqError
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -101,3 +110,53 @@ def iter_file_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             yield from iter_lines(stream, str(path))
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} could not be read (truncated or corrupt gzip?): {exc}") from exc
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file opened in ``mode`` ("w" for UTF-8 text with \\n line ends, "wb" for bytes) under a
+    temporary name beside ``path``; on success it is flushed to disk and renamed over ``path``,
+    on any exception it is removed and ``path`` is left as it was."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_file mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        text = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
+        with os.fdopen(fd, mode, **text) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp_dir)`` on a fresh temporary directory, then rename it to ``directory``.
+
+    Readers therefore see either nothing or the complete directory. If another process
+    finished the same directory first, its copy is kept and ours is discarded.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        write(tmp)
+        os.rename(tmp, directory)
+    except OSError:
+        if not directory.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[TextIO]:
+    """A text file written to a temporary name beside ``path`` and renamed over it only on success."""
+    path = Path(path)
+    if path.is_dir():
+        raise Seq2SeqError(f"output path {path} is a directory; give a file name")
+    with atomic_file(path, "w") as handle:
+        yield handle

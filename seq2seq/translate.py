@@ -9,7 +9,6 @@ long the input is. Output comes back in input order, one line per input line (or
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import sys
@@ -20,15 +19,17 @@ from typing import Any, TextIO
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from .atomic import atomic_file
 from .checkpoint import load_model
 from .config import Config, DecodeConfig
+from .data.batches import length_sorted_batches, pad_ids
 from .device import resolve_decode_amp, resolve_device
-from .errors import ConfigError, Seq2SeqError
+from .errors import ConfigError
+from .ids import EOS_ID
+from .plots import plot_attention, require_matplotlib
 from .search import Hypothesis, search
-from .textio import iter_file_lines, iter_lines
-from .tokenizer import EOS_ID
+from .textio import atomic_output, iter_file_lines, iter_lines
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +151,7 @@ class Translator:
     def search_ids(self, src_ids: list[list[int]], options: DecodeConfig,
                    return_attention: bool = False) -> list[list[Hypothesis]]:
         """Search one batch of non-empty source id lists -> an n-best list per sentence (best first)."""
-        lengths = torch.tensor([len(ids) for ids in src_ids], dtype=torch.long)
-        padded = torch.zeros(len(src_ids), int(lengths.max()), dtype=torch.long)  # PAD_ID is 0
-        for row, ids in enumerate(src_ids):
-            padded[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        padded, lengths = pad_ids(src_ids)
         return search(self.model, padded.to(self.device), lengths, options, return_attention)
 
     def _to_translations(self, src_ids: list[int], nbest: list[Hypothesis]) -> list[Translation]:
@@ -162,22 +160,6 @@ class Translator:
         texts = self.tokenizer.decode_tgt_batch([h.tgt_ids for h in nbest])
         return [Translation(text=text, score=h.score, tgt_ids=h.tgt_ids, attention=h.attention)
                 for text, h in zip(texts, nbest)]
-
-
-def length_sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Indices of the non-empty sentences, longest first, cut into batches of at most max_tokens padded tokens.
-
-    A batch holds n sentences of at most the first one's length L, so its padded size is
-    n * L; a single sentence longer than max_tokens still gets a batch of its own.
-    """
-    order = sorted((i for i, length in enumerate(lengths) if length > 0), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for index in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
 
 
 def format_translation(line: TranslatedLine, nbest: int) -> list[str]:
@@ -214,8 +196,6 @@ def translate_command(*, checkpoint: str, input_path: str | None, output_path: s
         _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
         return
     with atomic_output(output_path) as handle:
-        from tqdm import tqdm
-
         progress = tqdm(translated, unit=" lines", file=sys.stderr, desc="translate", mininterval=1.0)
         _write_lines(progress, handle, options.nbest, translator, attention_plot)
     logger.info("wrote %s", output_path)
@@ -249,30 +229,16 @@ def _interactive(translator: Translator, options: DecodeConfig, attention_plot: 
     _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[TextIO]:
-    """A text file written to a temporary name beside ``path`` and renamed over it only on success."""
-    path = Path(path)
-    if path.is_dir():
-        raise Seq2SeqError(f"output path {path} is a directory; give a file name")
-    with atomic_file(path, "w") as handle:
-        yield handle
-
-
 def check_can_plot_attention(translator: Translator, checkpoint: str | Path) -> None:
     """Fail before any translating when --attention-plot cannot work: no attention, or no matplotlib."""
     if not translator.has_attention:
         raise ConfigError(f"--attention-plot: the model in {checkpoint} has model.attention=none, so there "
                           f"are no attention weights to plot; drop the option or use a model with attention")
-    from .plots import require_matplotlib
-
     require_matplotlib()
 
 
 def write_attention_plot(translator: Translator, line: TranslatedLine, directory: str | Path) -> Path | None:
     """One PNG per input line, ``DIR/line-000042.png``: output pieces (rows) by source pieces (columns)."""
-    from .plots import plot_attention
-
     best = line.nbest[0] if line.nbest else None
     if best is None or best.attention is None:
         return None

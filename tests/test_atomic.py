@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.atomic import atomic_file, write_atomically
+from seq2seq.textio import atomic_file, write_atomically
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.benchmarking import time_interleaved, warm_up
+from benchmarking import time_interleaved, warm_up
 from seq2seq.data import EncodedCorpus
 
 

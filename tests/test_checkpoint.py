@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq.checkpoint import (build_checkpoint, capture_rng_state, load_checkpoint, open_run, restore_rng_state,
-                                resume_config, save_checkpoint)
+from seq2seq.checkpoint import build_checkpoint, load_checkpoint, save_checkpoint
+from seq2seq.training.run import capture_rng_state, open_run, restore_rng_state, resume_config
 from seq2seq.config import Config, config_from_dict
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 

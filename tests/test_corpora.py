@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from seq2seq.config import DataConfig
-from seq2seq.corpora import read_hf, read_jsonl, read_split, read_text_pair, read_tsv
+from seq2seq.data.corpora import read_hf, read_jsonl, read_split, read_text_pair, read_tsv
 from seq2seq.errors import DataError
 
 SRC = ["Ein Hund läuft .", "Zwei Katzen schlafen .", "Ein Kind lacht ."]

@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 import torch
 
-import seq2seq.train as train_module
+import seq2seq.training.loop as train_module
+from seq2seq.training.loss import Objective
+from seq2seq.training.step import build_optimizer, train_step
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import config_from_dict
 from seq2seq.data import prepare
 from seq2seq.device import resolve_amp
-from seq2seq.distributed import DistContext
-from seq2seq.train import train
+from seq2seq.training.distributed import DistContext
+from seq2seq.training import train
 
 from digits import write_digit_pairs  # tests/digits.py
 
@@ -84,8 +86,8 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path: Path, amp_name: str) 
     data = prepare(cfg, verbose=False)
     device = torch.device("cuda")
     model = Seq2Seq.from_config(cfg.model, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size).to(device)
-    objective = train_module.Objective(model, cfg.train.label_smoothing, cfg.train.teacher_forcing)
-    optimizer = train_module.build_optimizer(model, cfg.train)
+    objective = Objective(model, cfg.train.label_smoothing, cfg.train.teacher_forcing)
+    optimizer = build_optimizer(model, cfg.train)
     amp = resolve_amp(amp_name, device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp.use_scaler)
     ctx = DistContext(device=device)
@@ -94,7 +96,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path: Path, amp_name: str) 
     tokens = batches[0].num_tgt_tokens
 
     def step() -> torch.Tensor:
-        return train_module.train_step(objective, optimizer, scaler, batches, tokens, 1e-3, cfg.train, amp, ctx)
+        return train_step(objective, optimizer, scaler, batches, tokens, 1e-3, cfg.train, amp, ctx)
 
     step()  # the first step allocates optimizer state and picks kernels
     torch.cuda.synchronize()

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq import data as data_module
+from seq2seq.data import preparation as data_module
 from seq2seq.cli import main
 from seq2seq.config import Config, load_config
-from seq2seq.data import EncodedCorpus, padding_ratio, prepare
+from seq2seq.data import EncodedCorpus, prepare
+from seq2seq.data.batches import padding_ratio
 from seq2seq.errors import DataError
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.ids import BOS_ID, EOS_ID, PAD_ID
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -175,7 +176,7 @@ def test_cached_prepare_neither_retrains_nor_reencodes(tiny_data, tiny_config,
         raise AssertionError("prepare did work the cache should have saved")
 
     monkeypatch.setattr(data_module, "_encode_split", fail)
-    monkeypatch.setattr("seq2seq.tokenizer._train_model", fail)
+    monkeypatch.setattr("seq2seq.data.tokenizer._train_model", fail)
     again = prepare(tiny_config, verbose=False)
     assert again.train.src_ids == tiny_data.train.src_ids
     assert again.test.tgt_text == tiny_data.test.tgt_text
@@ -183,7 +184,7 @@ def test_cached_prepare_neither_retrains_nor_reencodes(tiny_data, tiny_config,
 
 
 def test_prepare_prints_statistics(tiny_config, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="seq2seq.data"):
+    with caplog.at_level(logging.INFO, logger="seq2seq.data.preparation"):
         prepare(tiny_config)
     assert f"train: {tiny_config.data.synthetic_train_size} pairs kept of" in caplog.text
     assert "length p50" in caplog.text
@@ -196,7 +197,7 @@ def test_prepare_prints_statistics(tiny_config, caplog: pytest.LogCaptureFixture
 def test_empty_lines_are_dropped_with_a_count(tmp_path: Path, small_pairs, caplog: pytest.LogCaptureFixture) -> None:
     pairs = [*small_pairs[:8], ("", "an orphan target"), ("   ", "   "), *small_pairs[8:], ("verwaist", "")]
     cfg = _text_config(tmp_path, pairs)
-    with caplog.at_level(logging.WARNING, logger="seq2seq.data"):
+    with caplog.at_level(logging.WARNING, logger="seq2seq.data.preparation"):
         prepared = prepare(cfg, verbose=False)
     assert len(prepared.train) == len(small_pairs)
     assert prepared.train.report.dropped_empty == 3
@@ -209,7 +210,7 @@ def test_long_pairs_are_dropped_from_train_and_truncated_in_dev(tmp_path: Path, 
     long_pair = (" ".join(["Hund"] * 60), " ".join(["dog"] * 60))
     cfg = _text_config(tmp_path, [*small_pairs, long_pair], "data.max_length=50",
                        dev=[small_pairs[0], long_pair], gz=True)
-    with caplog.at_level(logging.WARNING, logger="seq2seq.data"):
+    with caplog.at_level(logging.WARNING, logger="seq2seq.data.preparation"):
         prepared = prepare(cfg, verbose=False)
     assert len(prepared.train) == len(small_pairs)
     assert all(len(ids) <= 50 for ids in prepared.train.src_ids + prepared.train.tgt_ids)

@@ -14,8 +14,8 @@ import yaml
 
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import config_from_dict
-from seq2seq.distributed import DistContext, rank_share
-from seq2seq.train import _epoch_groups, train
+from seq2seq.training.distributed import DistContext, rank_share
+from seq2seq.training.loop import _epoch_groups, train
 
 from digits import write_digit_pairs  # tests/digits.py
 

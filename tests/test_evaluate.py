@@ -10,7 +10,8 @@ import pytest
 import sacrebleu
 
 from seq2seq.errors import ConfigError, DataError
-from seq2seq.evaluate import evaluate_command, read_aligned, score_command, score_corpus
+from seq2seq.evaluate import evaluate_command, read_aligned, score_command
+from seq2seq.metrics import score_corpus
 from test_translate import build_tiny_checkpoint
 
 HYPS = ["The cat sat on the mat .", "a dog runs in the park", "two children play ."]

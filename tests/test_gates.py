@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.gates import (gru_step, gru_weights, record_calls, replay_calls, replay_difference, transparent_cell,
+from seq2seq.inspection.gates import (gru_step, gru_weights, record_calls, replay_calls, replay_difference, transparent_cell,
                           transparent_gru)
 
 TOL = 1e-5

@@ -12,7 +12,8 @@ import torch
 from seq2seq.checkpoint import build_checkpoint, load_model, save_checkpoint
 from seq2seq.cli import main
 from seq2seq.config import config_from_dict
-from seq2seq.inspection import TOLERANCE, inspect_sentence, report_to_dict
+from seq2seq.inspection import inspect_sentence, report_to_dict
+from seq2seq.inspection.checks import TOLERANCE
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import greedy_search
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import Hypothesis, beam_search, greedy_search, length_penalty, search
-from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 A, B = 4, 5  # the two real tokens of the scripted model
 SCRIPT_VOCAB = 6

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import pytest
 
 from seq2seq.config import DataConfig
-from seq2seq.synthetic import (
+from seq2seq.data.synthetic import (
     ADJECTIVE_ENDING, ADJECTIVES, DEFINITE, INDEFINITE, INTRANSITIVE, MAX_WORDS, MIN_WORDS, NEGATION, NOUNS,
     PLACES, PLURAL_ADJECTIVE, PLURAL_NOUN, PREPOSITIONS, TRANSITIVE, VERB_PLURAL, VERB_SINGULAR, generate_corpus,
-    generate_split,
 )
+from seq2seq.data.corpora import read_synthetic
 
 ALL_NOUNS = NOUNS + PLACES
 EN_NOUN = {n.en: (n, False) for n in ALL_NOUNS} | {n.en_plural: (n, True) for n in ALL_NOUNS if n.en_plural != n.en}
@@ -97,13 +97,13 @@ def test_same_seed_gives_the_same_corpus_and_another_seed_a_different_one() -> N
     assert generate_corpus.__wrapped__(500, 50, 50, 4) != first
 
 
-def test_generate_split_follows_the_config() -> None:
+def test_synthetic_split_follows_the_config() -> None:
     cfg = DataConfig(synthetic_train_size=120, synthetic_dev_size=30, synthetic_test_size=0, synthetic_seed=5)
-    train = generate_split(cfg, "train")
-    assert len(train) == 120 and len(generate_split(cfg, "dev")) == 30
-    assert generate_split(cfg, "test") is None
+    train = read_synthetic(cfg, "train")
+    assert len(train) == 120 and len(read_synthetic(cfg, "dev")) == 30
+    assert read_synthetic(cfg, "test") is None
     train.src.clear()  # callers get their own lists, never the cached ones
-    assert len(generate_split(cfg, "train")) == 120
+    assert len(read_synthetic(cfg, "train")) == 120
 
 
 def test_sentence_lengths_are_within_bounds(corpus: tuple) -> None:

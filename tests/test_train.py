@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 import torch
 
-import seq2seq.train as train_module
+import seq2seq.training.loop as train_module
+import seq2seq.training.loss as loss_module
+import seq2seq.training.step as step_module
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.cli import main
 from seq2seq.config import Config, TrainConfig, config_from_dict
 from seq2seq.device import AmpSettings
 from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
-from seq2seq.schedule import PlateauState, lr_at, update_plateau
-from seq2seq.train import train
+from seq2seq.training.schedule import PlateauState, lr_at, update_plateau
+from seq2seq.training import train
 
 from digits import write_digit_pairs  # tests/digits.py
 
@@ -153,7 +155,7 @@ def test_overwrite_replaces_an_existing_run(data_dir: Path, tmp_path: Path) -> N
 def test_non_finite_losses_skip_updates_then_stop_the_run(data_dir: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    real_sums = train_module.token_loss_sums
+    real_sums = loss_module.token_loss_sums
 
     def nan_during_training(log_probs: torch.Tensor, tgt_out_ids: torch.Tensor, smoothing: float) -> torch.Tensor:
         sums = real_sums(log_probs, tgt_out_ids, smoothing)
@@ -168,7 +170,7 @@ def test_non_finite_losses_skip_updates_then_stop_the_run(data_dir: Path, tmp_pa
         nan_during_training.on = calls["n"] > 3  # type: ignore[attr-defined]
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "token_loss_sums", nan_during_training)
+    monkeypatch.setattr(loss_module, "token_loss_sums", nan_during_training)
     monkeypatch.setattr(train_module, "train_step", step)
     with pytest.raises(Seq2SeqError, match="2 updates in a row had a non-finite loss") as info:
         train(digits_config(data_dir, max_nonfinite=2, validate_every=3, max_steps=10), tmp_path / "run")
@@ -181,15 +183,15 @@ def test_non_finite_losses_skip_updates_then_stop_the_run(data_dir: Path, tmp_pa
 
 def test_a_non_finite_gradient_leaves_weights_and_adam_moments_untouched() -> None:
     model = torch.nn.Linear(3, 2)
-    optimizer = train_module.build_optimizer(model, TrainConfig())
+    optimizer = step_module.build_optimizer(model, TrainConfig())
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     amp = AmpSettings(dtype=None, use_scaler=False)
     model(torch.ones(1, 3)).sum().backward()
-    assert not train_module._optimizer_step(optimizer, scaler, torch.tensor(1.0), 1.0, amp)
+    assert not step_module._optimizer_step(optimizer, scaler, torch.tensor(1.0), 1.0, amp)
     before = [p.detach().clone() for p in model.parameters()]
     moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()]
     (model(torch.ones(1, 3)).sum() * math.inf).backward()
-    assert train_module._optimizer_step(optimizer, scaler, torch.tensor(math.inf), 1.0, amp)
+    assert step_module._optimizer_step(optimizer, scaler, torch.tensor(math.inf), 1.0, amp)
     for p, old, moment in zip(model.parameters(), before, moments):
         assert torch.equal(p, old)
         assert torch.equal(optimizer.state[p]["exp_avg"], moment)
@@ -249,7 +251,7 @@ def test_label_smoothed_loss_matches_torch_cross_entropy() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 7)
     tgt_out_ids = torch.tensor([[4, 5, 3], [6, 3, 0]])  # 0 = PAD
-    sums = train_module.token_loss_sums(torch.log_softmax(logits, -1), tgt_out_ids, 0.1)
+    sums = loss_module.token_loss_sums(torch.log_softmax(logits, -1), tgt_out_ids, 0.1)
     expected = torch.nn.functional.cross_entropy(logits.view(-1, 7), tgt_out_ids.view(-1), ignore_index=0,
                                                  label_smoothing=0.1, reduction="sum")
     nll = torch.nn.functional.cross_entropy(logits.view(-1, 7), tgt_out_ids.view(-1), ignore_index=0,

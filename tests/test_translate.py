@@ -14,7 +14,9 @@ from seq2seq.checkpoint import build_checkpoint, save_checkpoint
 from seq2seq.config import config_from_dict
 from seq2seq.errors import ConfigError, Seq2SeqError
 from seq2seq.model.seq2seq import Seq2Seq
-from seq2seq.translate import TranslatedLine, Translation, atomic_output, format_translation, length_sorted_batches
+from seq2seq.data.batches import length_sorted_batches
+from seq2seq.textio import atomic_output
+from seq2seq.translate import TranslatedLine, Translation, format_translation
 
 MAX_SOURCE_TOKENS = 40
 

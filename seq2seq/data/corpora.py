@@ -3,7 +3,7 @@
 Every reader returns a :class:`ParallelText` (source and target sentences, aligned by
 position) and fails with a :class:`DataError` naming the file, the line and how to fix
 it. Readers return the text as it is; dropping empty or over-long pairs is the job of
-``data.prepare`` so that it can count and report what it drops.
+``data.preparation.prepare`` so that it can count and report what it drops.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import DataConfig
-from .errors import DataError
-from .textio import decode_utf8, read_bytes, read_lines, split_lines
+from ..config import DataConfig
+from ..errors import DataError
+from ..textio import decode_utf8, read_bytes, read_lines, split_lines
+from .synthetic import generate_corpus
 
 Split = Literal["train", "dev", "test"]
 SPLITS: tuple[Split, ...] = ("train", "dev", "test")
@@ -40,9 +41,7 @@ class ParallelText:
 def read_split(cfg: DataConfig, split: Split) -> ParallelText | None:
     """The raw pairs of one split as ``cfg`` describes them; None when that split is not configured."""
     if cfg.format == "synthetic":
-        from .synthetic import generate_split
-
-        return generate_split(cfg, split)
+        return read_synthetic(cfg, split)
     location = getattr(cfg, split)
     if not location:
         return None
@@ -57,6 +56,17 @@ def read_split(cfg: DataConfig, split: Split) -> ParallelText | None:
     if cfg.format == "hf":
         return read_hf(cfg.hf_name, location, src_field, tgt_field, config_name=cfg.hf_config)
     raise AssertionError(f"unhandled data.format {cfg.format!r}")
+
+
+def read_synthetic(cfg: DataConfig, split: Split) -> ParallelText | None:
+    """One split of the synthetic task with the sizes and seed of ``cfg``; None for a split of size 0."""
+    sizes = {"train": cfg.synthetic_train_size, "dev": cfg.synthetic_dev_size, "test": cfg.synthetic_test_size}
+    if sizes[split] == 0:
+        return None
+    corpus = generate_corpus(cfg.synthetic_train_size, cfg.synthetic_dev_size, cfg.synthetic_test_size,
+                             cfg.synthetic_seed)
+    src, tgt = corpus[SPLITS.index(split)]
+    return ParallelText(src=list(src), tgt=list(tgt), origin=f"synthetic {split} (seed {cfg.synthetic_seed})")
 
 
 def resolve_text_file(prefix: str | Path, lang: str) -> Path:

@@ -7,35 +7,20 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..config import TrainConfig
+from ..errors import Seq2SeqError
 from . import distributed as dist_utils
-from .config import TrainConfig
 from .distributed import DistContext
-from .errors import Seq2SeqError
+from .run import TrainState
+from .validation import Validation
 
-if TYPE_CHECKING:
-    from .train import TrainState
-
-logger = logging.getLogger("seq2seq.train")
-
-
-@dataclass
-class Validation:
-    """Dev-set scores after one step: loss (NLL per target token), perplexity, BLEU and chrF of greedy output."""
-
-    step: int
-    loss: float
-    ppl: float
-    bleu: float
-    chrf: float
-    seconds: float = 0.0  # how long validating took
-
+logger = logging.getLogger("seq2seq.training")
 
 
 class Reporter:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .device import resolve_device
-from .errors import ConfigError
+from ..device import resolve_device
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from .config import DataConfig
-from .corpora import ParallelText
-
 MAX_WORDS = 12  # per sentence and side, not counting the full stop
 MIN_WORDS = 3
 
@@ -208,14 +205,3 @@ def generate_corpus(train_size: int, dev_size: int, test_size: int,
                 pairs.append(pair)
         held_out.append(pairs)
     return tuple((tuple(s for s, _ in split), tuple(t for _, t in split)) for split in (train, *held_out))
-
-
-def generate_split(cfg: DataConfig, split: Literal["train", "dev", "test"]) -> ParallelText | None:
-    """One split of the synthetic task with the sizes and seed of ``cfg``; None for a split of size 0."""
-    sizes = {"train": cfg.synthetic_train_size, "dev": cfg.synthetic_dev_size, "test": cfg.synthetic_test_size}
-    if sizes[split] == 0:
-        return None
-    corpus = generate_corpus(cfg.synthetic_train_size, cfg.synthetic_dev_size, cfg.synthetic_test_size,
-                             cfg.synthetic_seed)
-    src, tgt = corpus[("train", "dev", "test").index(split)]
-    return ParallelText(src=list(src), tgt=list(tgt), origin=f"synthetic {split} (seed {cfg.synthetic_seed})")

@@ -2,7 +2,7 @@
 
 ``nn.GRU`` returns only hidden states; the reset gate r, the update gate z and the
 candidate n it computed on the way are gone. :func:`transparent_gru` runs PyTorch's
-equations (docs/GRU.md, item 7) step by step on the weights of a given ``nn.GRU``
+equations (GRU_FACTS.md, item 7) step by step on the weights of a given ``nn.GRU``
 (or ``nn.GRUCell``), with the same inputs, and returns the same ``(output, h_n)``
 plus, per layer and direction, r, z, n and h at every step:
 

@@ -1,16 +1,6 @@
 """SentencePiece subwords: training in-process, caching, encoding and decoding.
 
-This module is the only place that knows the special ids. They are fixed so that a
-model, its checkpoint and the search agree without looking them up:
-
-====  =====  =========================================================
-id    piece  use
-====  =====  =========================================================
-0     <pad>  fills batches to a rectangle; never a target
-1     <unk>  unknown piece (rare: byte fallback spells unseen characters)
-2     <s>    BOS, the first decoder input
-3     </s>   EOS, the last decoder target; decoding stops there
-====  =====  =========================================================
+The special ids live in :mod:`seq2seq.ids`; every model trained here uses them.
 
 Models are trained from the training corpus and cached on disk under a hash of the
 text and the options, so running ``prepare`` or ``train`` again does not retrain.
@@ -31,15 +21,10 @@ from typing import Any
 import sentencepiece as spm
 import torch
 
-from .atomic import write_atomically
-from .config import TokenizerConfig
-from .errors import CheckpointError, DataError
-
-PAD_ID = 0
-UNK_ID = 1
-BOS_ID = 2
-EOS_ID = 3
-SPECIAL_IDS = frozenset((PAD_ID, UNK_ID, BOS_ID, EOS_ID))
+from ..config import TokenizerConfig
+from ..errors import CheckpointError, DataError
+from ..ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from ..textio import write_atomically
 
 STATE_FORMAT = "sentencepiece"
 META_FILE = "tokenizer.json"

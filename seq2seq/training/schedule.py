@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 @dataclass

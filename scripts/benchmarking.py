@@ -27,9 +27,14 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .config import Config, DecodeConfig
-from .data import Batch, EncodedCorpus
-from .device import AmpSettings
+from seq2seq.config import Config, DecodeConfig
+from seq2seq.data import Batch, EncodedCorpus
+from seq2seq.device import AmpSettings
+from seq2seq.model import Seq2Seq
+from seq2seq.search import search
+from seq2seq.training.distributed import DistContext
+from seq2seq.training.loss import Objective
+from seq2seq.training.step import build_optimizer, train_step
 
 MIB = 1024 * 1024
 
@@ -266,7 +271,7 @@ def training_batches(corpus: EncodedCorpus, max_tokens: int, count: int, device:
 
 @dataclass
 class PackageTrainer:
-    """The package's model and its training step (``seq2seq.train.train_step``) on one batch at a time."""
+    """The package's model and its training step (``seq2seq.training.step.train_step``) on one batch at a time."""
 
     model: torch.nn.Module
     step: Callable[[Batch], Tensor]
@@ -276,14 +281,10 @@ def package_trainer(cfg: Config, src_vocab_size: int, tgt_vocab_size: int, devic
                     amp: AmpSettings) -> PackageTrainer:
     """Build the Seq2Seq of ``cfg.model`` with the optimizer and loss ``train`` uses; ``step(batch)`` is one update.
 
-    The step is :func:`seq2seq.train.train_step` itself (autocast, label-smoothed loss,
+    The step is :func:`seq2seq.training.step.train_step` itself (autocast, label-smoothed loss,
     backward, clipping, fused Adam), so the figure is that of the training loop minus its
     logging and validation. The learning rate stays at ``train.lr``.
     """
-    from .distributed import DistContext
-    from .model.seq2seq import Seq2Seq
-    from .train import Objective, build_optimizer, train_step
-
     torch.manual_seed(cfg.train.seed)
     model = Seq2Seq.from_config(cfg.model, src_vocab_size, tgt_vocab_size).to(device).train()
     objective = Objective(model, cfg.train.label_smoothing, cfg.train.teacher_forcing)
@@ -331,8 +332,6 @@ def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeC
 
     The first batch runs once untimed as warm-up; collation and copies happen before the clock starts.
     """
-    from .search import search
-
     model.eval()
     reset_peak_memory(device)
     seconds, sentences, output_tokens = 0.0, 0, 0

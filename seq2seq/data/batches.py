@@ -1,37 +1,22 @@
-"""From raw pairs to padded batches: ``prepare(cfg)`` and the :class:`EncodedCorpus` it returns.
+"""Encoded corpora and their batches: length bucketing and padding, for training and translation alike.
 
-``prepare`` reads the splits, drops empty pairs (and, in train, pairs longer than
-``data.max_length`` subwords), trains or loads the tokenizer, encodes, and caches the
-ids under a hash of the text, the tokenizer and ``max_length``, so a second run reads
-them back in a fraction of a second. Every dropped or truncated pair is counted and
-reported. :meth:`EncodedCorpus.batch_order` buckets pairs by length so that batches
-carry little padding; :meth:`EncodedCorpus.collate` builds the tensors of one batch.
+An :class:`EncodedCorpus` holds one split as flat int32 id arrays with offsets.
+:meth:`EncodedCorpus.batch_order` buckets pairs by length so that batches carry little
+padding; :meth:`EncodedCorpus.collate` builds the tensors of one :class:`Batch`.
+:func:`length_sorted_batches` and :func:`pad_ids` do the same for the sources a
+translation request brings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
-from .config import Config, DataConfig
-from .corpora import SPLITS, ParallelText, Split, read_split
-from .errors import DataError
-from .atomic import write_atomically
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, hash_texts, load_or_train_tokenizer
-
-CACHE_VERSION = 1  # bump when the layout of the cached arrays changes
-PERCENTILES = (50, 90, 99)
-
-logger = logging.getLogger(__name__)
+from ..ids import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass
@@ -114,8 +99,8 @@ class EncodedCorpus:
         """Build from per-sentence id lists (texts default to empty strings, e.g. in tests)."""
         if len(src_ids) != len(tgt_ids):
             raise ValueError(f"EncodedCorpus: {len(src_ids)} sources but {len(tgt_ids)} targets")
-        src_flat, src_offsets = _flatten(src_ids)
-        tgt_flat, tgt_offsets = _flatten(tgt_ids)
+        src_flat, src_offsets = flatten(src_ids)
+        tgt_flat, tgt_offsets = flatten(tgt_ids)
         return cls(src_flat, src_offsets, tgt_flat, tgt_offsets, src_text or [""] * len(src_ids),
                    tgt_text or [""] * len(tgt_ids), report)
 
@@ -182,157 +167,6 @@ class EncodedCorpus:
                      num_tgt_tokens=int(tgt_lengths.sum()) + len(rows))
 
 
-@dataclass
-class PreparedData:
-    """What :func:`prepare` returns; ``dev``/``test`` are None when the config has no such split."""
-
-    tokenizer: Tokenizer
-    train: EncodedCorpus
-    dev: EncodedCorpus | None = None
-    test: EncodedCorpus | None = None
-    cache_dir: Path | None = field(default=None, repr=False)  # where the encoded ids are cached
-
-
-def prepare(cfg: Config, verbose: bool = True) -> PreparedData:
-    """Read, clean, tokenize (training the tokenizer if needed), encode and cache every configured split.
-
-    Prints (logs) the statistics when ``verbose``; dropped and truncated pairs are
-    reported as warnings either way. Raises DataError for unreadable, misaligned or
-    empty data before anything is written to the cache.
-    """
-    root = cache_root(cfg.data)
-    pairs: dict[Split, ParallelText] = {}
-    empty_dropped: dict[Split, int] = {}
-    for split in SPLITS:
-        raw = read_split(cfg.data, split)
-        if raw is not None:
-            pairs[split], empty_dropped[split] = _drop_empty(raw, split)
-    tokenizer = load_or_train_tokenizer(pairs["train"].src, pairs["train"].tgt, cfg.tokenizer, root)
-    directory = root / "data" / _data_key(tokenizer, pairs, cfg.data.max_length)
-    if not (directory / "meta.json").is_file():
-        encoded = {split: _encode_split(tokenizer, text, split, cfg.data.max_length, empty_dropped[split])
-                   for split, text in pairs.items()}
-        write_atomically(directory, lambda tmp: _save_splits(tmp, encoded))
-    corpora = _load_splits(directory, pairs)
-    for split, corpus in corpora.items():
-        _warn_dropped(split, corpus.report, cfg.data.max_length)
-    if verbose:
-        for line in statistics_lines(corpora, cfg):
-            logger.info("%s", line)
-    return PreparedData(tokenizer=tokenizer, train=corpora["train"], dev=corpora.get("dev"),
-                        test=corpora.get("test"), cache_dir=directory)
-
-
-def cache_root(data_cfg: DataConfig) -> Path:
-    """``data.cache_dir``, else ``$SEQ2SEQ_CACHE``, else ``~/.cache/seq2seq``."""
-    return Path(data_cfg.cache_dir or os.environ.get("SEQ2SEQ_CACHE") or Path.home() / ".cache" / "seq2seq")
-
-
-def _drop_empty(raw: ParallelText, split: Split) -> tuple[ParallelText, int]:
-    """The pairs whose both sides hold text, and how many were dropped; DataError if none is left."""
-    keep = [i for i, (src, tgt) in enumerate(zip(raw.src, raw.tgt)) if src.strip() and tgt.strip()]
-    if not keep:
-        raise DataError(f"empty corpus: {split} data {raw.origin} has no pair with text on both sides "
-                        f"({len(raw)} lines read)")
-    if len(keep) == len(raw):
-        return raw, 0
-    cleaned = ParallelText(src=[raw.src[i] for i in keep], tgt=[raw.tgt[i] for i in keep], origin=raw.origin)
-    return cleaned, len(raw) - len(keep)
-
-
-def _data_key(tokenizer: Tokenizer, pairs: dict[Split, ParallelText], max_length: int) -> str:
-    digest = hashlib.sha256(json.dumps([CACHE_VERSION, tokenizer.fingerprint(), max_length]).encode())
-    for split, text in pairs.items():
-        digest.update(f"{split}:{hash_texts(text.src)}:{hash_texts(text.tgt)}".encode())
-    return digest.hexdigest()[:24]
-
-
-@dataclass
-class _EncodedSplit:
-    src_ids: list[list[int]]
-    tgt_ids: list[list[int]]
-    kept: np.ndarray  # (N,) positions in the cleaned pairs
-    report: SplitReport
-
-
-def _encode_split(tokenizer: Tokenizer, text: ParallelText, split: Split, max_length: int,
-                  dropped_empty: int) -> _EncodedSplit:
-    """Encode; train drops pairs with a side over ``max_length``, dev/test truncate the source instead."""
-    src_ids = tokenizer.encode_src_batch(text.src)
-    tgt_ids = tokenizer.encode_tgt_batch(text.tgt)
-    # Text that normalizes to nothing (e.g. only zero-width characters) encodes to no ids at all.
-    nonempty = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if s and t]
-    read = len(text) + dropped_empty
-    dropped_empty += len(text) - len(nonempty)
-    if split == "train":
-        kept = [i for i in nonempty if len(src_ids[i]) <= max_length and len(tgt_ids[i]) <= max_length]
-        truncated = 0
-    else:
-        kept = nonempty
-        truncated = sum(len(src_ids[i]) > max_length for i in kept)
-    if not kept:
-        raise DataError(f"empty corpus: no {split} pair of {text.origin} is left after dropping empty pairs"
-                        f"{' and pairs longer than data.max_length=' + str(max_length) if split == 'train' else ''}")
-    report = SplitReport(read=read, dropped_empty=dropped_empty, dropped_long=len(nonempty) - len(kept),
-                         truncated=truncated)
-    return _EncodedSplit([src_ids[i][:max_length] for i in kept], [tgt_ids[i] for i in kept],
-                         np.asarray(kept, dtype=np.int64), report)
-
-
-def _save_splits(directory: Path, encoded: dict[Split, _EncodedSplit]) -> None:
-    meta = {}
-    for split, item in encoded.items():
-        src_flat, src_offsets = _flatten(item.src_ids)
-        tgt_flat, tgt_offsets = _flatten(item.tgt_ids)
-        np.savez(directory / f"{split}.npz", src_flat=src_flat, src_offsets=src_offsets, tgt_flat=tgt_flat,
-                 tgt_offsets=tgt_offsets, kept=item.kept.astype(np.int64))
-        meta[split] = vars(item.report)
-    (directory / "meta.json").write_text(json.dumps({"version": CACHE_VERSION, "splits": meta}), encoding="utf-8")
-
-
-def _load_splits(directory: Path, pairs: dict[Split, ParallelText]) -> dict[Split, EncodedCorpus]:
-    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))["splits"]
-    corpora = {}
-    for split, text in pairs.items():
-        with np.load(directory / f"{split}.npz", allow_pickle=False) as arrays:
-            kept = arrays["kept"].tolist()
-            corpora[split] = EncodedCorpus(
-                arrays["src_flat"], arrays["src_offsets"], arrays["tgt_flat"], arrays["tgt_offsets"],
-                src_text=[text.src[i] for i in kept], tgt_text=[text.tgt[i] for i in kept],
-                report=SplitReport(**meta[split]))
-    return corpora
-
-
-def _warn_dropped(split: Split, report: SplitReport, max_length: int) -> None:
-    if report.dropped_empty:
-        logger.warning("%s: dropped %d of %d pairs with an empty side", split, report.dropped_empty, report.read)
-    if report.dropped_long:
-        logger.warning("%s: dropped %d of %d pairs longer than data.max_length=%d subwords", split,
-                       report.dropped_long, report.read, max_length)
-    if report.truncated:
-        logger.warning("%s: truncated %d of %d sources to data.max_length=%d subwords (all references kept)",
-                       split, report.truncated, report.read, max_length)
-
-
-def statistics_lines(corpora: dict[Split, EncodedCorpus], cfg: Config) -> list[str]:
-    """Human-readable corpus statistics: pairs, tokens, length percentiles, and train padding."""
-    lines = []
-    for split, corpus in corpora.items():
-        report = corpus.report
-        lines.append(f"{split}: {report.kept} pairs kept of {report.read} "
-                     f"(dropped {report.dropped_empty} empty, {report.dropped_long} too long; "
-                     f"{report.truncated} sources truncated)")
-        for side, lengths in (("src", corpus.src_lengths), ("tgt", corpus.tgt_lengths)):
-            percentiles = np.percentile(lengths, PERCENTILES).round().astype(int).tolist()
-            shown = ", ".join(f"p{p} {v}" for p, v in zip(PERCENTILES, percentiles))
-            lines.append(f"  {side}: {int(lengths.sum())} tokens; length {shown}, max {int(lengths.max())}")
-    train = corpora["train"]
-    batches = train.batch_order(cfg.train.batch_size, by=cfg.train.batch_by, shuffle=True, seed=cfg.train.seed)
-    lines.append(f"train batches at {cfg.train.batch_size} {cfg.train.batch_by}: {len(batches)}, "
-                 f"padding {padding_ratio(train, batches):.1%}")
-    return lines
-
-
 def padding_ratio(corpus: EncodedCorpus, batches: list[list[int]]) -> float:
     """Share of pad positions in the source and target tensors of ``batches`` (targets count EOS as real)."""
     real = padded = 0
@@ -372,7 +206,8 @@ def _padded(flat: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, width: i
     return np.where(mask, values, PAD_ID)
 
 
-def _flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Id lists -> one flat int32 array and (N + 1,) int64 offsets: sentence i is flat[offsets[i]:offsets[i+1]]."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -384,3 +219,27 @@ def _unflatten(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
     values = flat.tolist()
     bounds = offsets.tolist()
     return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
+
+def length_sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices of the non-empty sentences, longest first, cut into batches of at most max_tokens padded tokens.
+
+    A batch holds n sentences of at most the first one's length L, so its padded size is
+    n * L; a single sentence longer than max_tokens still gets a batch of its own.
+    """
+    order = sorted((i for i, length in enumerate(lengths) if length > 0), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def pad_ids(sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id lists -> ids (B, longest) int64 padded with PAD_ID, and lengths (B,) int64 on the CPU."""
+    flat, offsets = flatten(sequences)
+    lengths = np.diff(offsets)
+    ids = _padded(flat, offsets[:-1], lengths, int(lengths.max()) if len(lengths) else 0)
+    return torch.from_numpy(ids), torch.from_numpy(lengths)

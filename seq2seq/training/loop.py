@@ -1,0 +1,261 @@
+"""Training: ``train(cfg, run_dir)`` runs the loop, validates, stops early and resumes exactly.
+
+One update ("step") sums the gradients of ``accumulate`` token-bounded batches per process
+(``world_size`` processes under torchrun) and divides by the target tokens of all of them, so
+its gradient is that of the mean loss per target token however the batches are split.
+Losses stay on the device between log lines: the host reads them once per ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import build_checkpoint, config_of, save_checkpoint
+from ..config import Config, TrainConfig, save_config
+from ..data import Batch, EncodedCorpus, PreparedData, Tokenizer, prepare
+from ..device import AmpSettings, resolve_amp
+from ..errors import CheckpointError, DataError, Seq2SeqError
+from ..model import Seq2Seq
+from . import distributed as dist_utils
+from .distributed import DistContext
+from .loss import Objective
+from .progress import Reporter
+from .run import (StopFlag, TrainState, capture_rng_state, clear_run, open_run, restore_training, resume_config,
+                  seed_everything, stop_signals, training_state)
+from .schedule import lr_at, update_plateau
+from .step import build_optimizer, train_step
+from .validation import Validation, validate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What one call of :func:`train` did. ``losses`` maps each step it ran to its mean loss per target token."""
+
+    best_bleu: float
+    steps: int
+    epochs: int  # completed epochs
+    stop_reason: str  # max_steps | max_epochs | patience | interrupted
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    losses: dict[int, float] = field(default_factory=dict)
+    validations: list[Validation] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    """The objects one training run works on (built once by :func:`_build_run`)."""
+
+    cfg: Config
+    run_dir: Path
+    ctx: DistContext
+    amp: AmpSettings
+    data: PreparedData
+    model: Seq2Seq
+    objective: Objective
+    wrapped: nn.Module  # the objective, in DistributedDataParallel when there are several processes
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    reporter: Reporter
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train ``cfg`` end to end; writes RUN_DIR/last.pt, best.pt, config.yaml and train.log."""
+    run_dir = Path(run_dir)
+    checkpoint = open_run(run_dir, resume, overwrite)
+    if checkpoint is not None:
+        cfg = resume_config(config_of(checkpoint, run_dir / "last.pt"), cfg, run_dir / "last.pt")
+    ctx = dist_utils.init_distributed(cfg.train.device)
+    try:
+        if ctx.is_main and overwrite:
+            clear_run(run_dir)
+        dist_utils.barrier(ctx)
+        run = _build_run(cfg, run_dir, checkpoint, ctx)
+        with stop_signals() as stop_flag, run.reporter:
+            return _finish(run, _loop(run, stop_flag))
+    finally:
+        dist_utils.shutdown_distributed(ctx)
+
+
+def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ctx: DistContext) -> _Run:
+    """Seed, data, model, optimizer, and the state of the checkpoint being resumed, if any."""
+    tcfg = cfg.train
+    seed_everything(tcfg.seed + ctx.rank)
+    amp = resolve_amp(tcfg.amp, ctx.device)
+    data = _prepare_data(cfg, checkpoint, ctx)
+    model = Seq2Seq.from_config(cfg.model, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size)
+    model.to(ctx.device)
+    objective = Objective(model, tcfg.label_smoothing, tcfg.teacher_forcing)
+    optimizer = build_optimizer(model, tcfg)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp.use_scaler)
+    state = TrainState() if checkpoint is None else restore_training(checkpoint, model, optimizer, scaler, ctx.rank)
+    wrapped = DistributedDataParallel(objective) if ctx.is_distributed else objective
+    reporter = Reporter(run_dir, tcfg, ctx, steps_per_epoch=len(_epoch_groups(data.train, tcfg, 0, ctx)),
+                        start_step=state.step)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    return _Run(cfg=cfg, run_dir=run_dir, ctx=ctx, amp=amp, data=data, model=model, objective=objective,
+                wrapped=wrapped, optimizer=optimizer, scaler=scaler, state=state, reporter=reporter)
+
+
+def _loop(run: _Run, stop_flag: StopFlag) -> str:
+    """Update until a limit, early stopping or a signal; returns why it stopped."""
+    tcfg, state = run.cfg.train, run.state
+    run.reporter.info(f"training on {run.ctx.device} ({run.ctx.world_size} process(es)), amp "
+                      f"{run.amp.dtype or 'off'}, from step {state.step}; config in {run.run_dir / 'config.yaml'}")
+    if run.data.dev is None:
+        run.reporter.warning("no dev split (data.dev): no validation, no early stopping and no best.pt")
+    stop = None
+    while stop is None and state.epoch < tcfg.max_epochs:
+        for group in _remaining_groups(run.data.train, tcfg, state, run.ctx):
+            lr = lr_at(state.step + 1, tcfg, state.plateau.scale)
+            num_tokens = _target_tokens(run.data.train, group)
+            stats = _guarded_step(run, group, num_tokens, lr)
+            state.step += 1
+            state.batches_done += len(group)
+            run.reporter.record(state.step, stats, num_tokens, lr)
+            if state.step % tcfg.log_every == 0:
+                stop = run.reporter.flush(state, stop_flag.requested)
+            if tcfg.validate_every and state.step % tcfg.validate_every == 0 and _validate_and_save(run):
+                stop = stop or "patience"
+            if tcfg.max_steps and state.step >= tcfg.max_steps:
+                stop = stop or "max_steps"
+            if stop_flag.requested and not run.ctx.is_distributed:
+                stop = stop or "interrupted"  # several processes agree on it at the next log line instead
+            if stop is not None:
+                break
+        else:
+            state.epoch += 1
+            state.batches_done = 0
+            if tcfg.validate_every == 0 and _validate_and_save(run):
+                stop = "patience"
+    return run.reporter.flush(state, stop_flag.requested) or stop or "max_epochs"
+
+
+def _finish(run: _Run, stop: str) -> TrainResult:
+    """Validate the final weights if the last step was not, save last.pt, and say what happened."""
+    state, run_dir = run.state, run.run_dir
+    if stop != "interrupted" and state.last_validated != state.step:
+        _validate_and_save(run)
+    last = _save_last(run)
+    if stop == "interrupted":
+        run.reporter.info(f"interrupted at step {state.step}: saved {last}; continue with --resume "
+                          f"--run-dir {run_dir}")
+    else:
+        best_text = (f"best dev BLEU {state.best_bleu:.2f}" if math.isfinite(state.best_bleu)
+                     else "no dev set, so no best.pt")
+        run.reporter.info(f"stopped ({stop}) after {state.step} steps; {best_text}; checkpoints in {run_dir}")
+    best = run_dir / "best.pt"
+    return TrainResult(best_bleu=state.best_bleu, steps=state.step, epochs=state.epoch, stop_reason=stop,
+                       last_checkpoint=last, best_checkpoint=best if best.is_file() else None,
+                       losses=run.reporter.losses, validations=run.reporter.validations)
+
+
+def _guarded_step(run: _Run, group: list[list[int]], num_tokens: int, lr: float) -> Tensor:
+    """:func:`train_step` on this process's share of ``group``; running out of GPU memory becomes advice."""
+    corpus, device = run.data.train, run.ctx.device
+    batches = [_to_device(corpus.collate(indices), device) for indices in dist_utils.rank_share(group, run.ctx)]
+    try:
+        return train_step(run.wrapped, run.optimizer, run.scaler, batches, num_tokens, lr, run.cfg.train,
+                          run.amp, run.ctx)
+    except torch.OutOfMemoryError as exc:
+        tcfg = run.cfg.train
+        raise Seq2SeqError(
+            f"{device} ran out of memory on batches of up to {tcfg.batch_size} {tcfg.batch_by} "
+            f"(train.batch_size); try --set train.batch_size={max(tcfg.batch_size // 2, 1)}, with "
+            f"--set train.accumulate={tcfg.accumulate * 2} to keep the same tokens per update") from exc
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    """Pinned host memory lets the copy to the GPU run asynchronously with the computation."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
+def _remaining_groups(corpus: EncodedCorpus, tcfg: TrainConfig, state: TrainState, ctx: DistContext
+                      ) -> Iterator[list[list[int]]]:
+    """The update groups of the current epoch not yet done (after a resume, from where it stopped)."""
+    per_update = ctx.world_size * tcfg.accumulate
+    groups = _epoch_groups(corpus, tcfg, state.epoch, ctx)
+    # A resume with another number of processes continues at the next whole update.
+    yield from groups[-(-state.batches_done // per_update):]
+
+
+def _epoch_groups(corpus: EncodedCorpus, tcfg: TrainConfig, epoch: int, ctx: DistContext) -> list[list[list[int]]]:
+    """The epoch's batch order cut into updates of ``world_size * accumulate`` batches."""
+    order = corpus.batch_order(tcfg.batch_size, tcfg.batch_by, shuffle=True, seed=tcfg.seed, epoch=epoch)
+    if len(order) < ctx.world_size:
+        raise DataError(f"the training data make {len(order)} batch(es) of train.batch_size={tcfg.batch_size}, "
+                        f"fewer than the {ctx.world_size} processes; use a smaller batch size or fewer processes")
+    order = order[: len(order) - len(order) % ctx.world_size]  # every process gets as many batches
+    per_update = ctx.world_size * tcfg.accumulate
+    return [order[i:i + per_update] for i in range(0, len(order), per_update)]
+
+
+def _target_tokens(corpus: EncodedCorpus, group: list[list[int]]) -> int:
+    """Real target tokens (EOS included) in all batches of an update, known to every process without talking."""
+    return sum(len(corpus.tgt_ids[i]) + 1 for indices in group for i in indices)
+
+
+def _validate_and_save(run: _Run) -> bool:
+    """Validate (process 0), keep best.pt and the schedules up to date, save last.pt; True = patience ran out."""
+    state, tcfg = run.state, run.cfg.train
+    state.last_validated = state.step
+    patience_out = 0.0
+    if run.ctx.is_main and run.data.dev is not None:
+        result = validate(run.model, run.objective, run.data.dev, run.data.tokenizer, run.cfg, run.amp,
+                          run.ctx.device, state.step)
+        improved = result.bleu > state.best_bleu
+        state.best_bleu = max(state.best_bleu, result.bleu)
+        state.bad_validations = 0 if improved else state.bad_validations + 1
+        if tcfg.scheduler == "plateau":
+            state.plateau = update_plateau(state.plateau, result.bleu, tcfg)
+        run.reporter.validation(result, state.best_bleu)
+        if improved:
+            save_checkpoint(_checkpoint(run, train_state=None), run.run_dir / "best.pt")
+        patience_out = float(tcfg.patience > 0 and state.bad_validations >= tcfg.patience)
+    # Only process 0 validates: the others take its learning-rate scale and its stopping decision.
+    state.plateau.scale, patience_out = dist_utils.broadcast_floats([state.plateau.scale, patience_out], run.ctx)
+    _save_last(run)
+    return patience_out > 0
+
+
+def _checkpoint(run: _Run, train_state: dict[str, Any] | None) -> dict[str, Any]:
+    return build_checkpoint(run.cfg, run.model.state_dict(), run.data.tokenizer.to_state(), train_state)
+
+
+def _save_last(run: _Run) -> Path:
+    """Write last.pt with everything resuming needs, the RNG states of every process included."""
+    rng_states = dist_utils.gather_objects(capture_rng_state(), run.ctx)
+    path = run.run_dir / "last.pt"
+    if run.ctx.is_main:
+        save_checkpoint(_checkpoint(run, training_state(run.state, run.optimizer, run.scaler, rng_states)), path)
+    return path
+
+
+def _prepare_data(cfg: Config, checkpoint: dict[str, Any] | None, ctx: DistContext) -> PreparedData:
+    """prepare(cfg); process 0 goes first so that the others load its cached tokenizer instead of racing."""
+    if not ctx.is_main:
+        dist_utils.barrier(ctx)
+    data = prepare(cfg, verbose=ctx.is_main)
+    if ctx.is_main:
+        dist_utils.barrier(ctx)
+    if len(data.train) == 0:
+        raise DataError("the training split is empty after filtering; check data.train and data.max_length")
+    if checkpoint is not None and Tokenizer.from_state(checkpoint["tokenizer"]).fingerprint() != \
+            data.tokenizer.fingerprint():
+        raise CheckpointError("the data now yield another tokenizer than the one in last.pt (did the training "
+                              "text change?); resuming would not continue the same run")
+    return data
