@@ -137,6 +137,8 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     log_every: int = 100  # steps between log lines (the only host synchronisation of the loss)
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
+    save_every: int = 0  # steps between writes of last.pt besides those at validations; 0 = at validations only
+    keep_last: int = 0  # also keep the N latest saves as RUN_DIR/checkpoints/step-NNNNNNNN.pt (weights); 0 = none
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size", "must be at least 1", self.batch_size)
@@ -147,7 +149,8 @@ class TrainConfig:
         _require(0.0 <= self.teacher_forcing <= 1.0, "train.teacher_forcing", "must be in [0, 1]",
                  self.teacher_forcing)
         _require(len(self.betas) == 2, "train.betas", "must hold two numbers", self.betas)
-        for key in ("max_epochs", "max_steps", "validate_every", "patience", "warmup_steps", "log_every"):
+        for key in ("max_epochs", "max_steps", "validate_every", "patience", "warmup_steps", "log_every", "save_every",
+                    "keep_last"):
             _require(getattr(self, key) >= 0, f"train.{key}", "must not be negative", getattr(self, key))
         _require(self.log_every >= 1, "train.log_every", "must be at least 1", self.log_every)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

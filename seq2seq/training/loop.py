@@ -26,6 +26,7 @@ from ..errors import CheckpointError, DataError, Seq2SeqError
 from ..model import Seq2Seq
 from . import distributed as dist_utils
 from .distributed import DistContext
+from .kept import keep_latest
 from .loss import Objective
 from .progress import Reporter
 from .run import (StopFlag, TrainState, capture_rng_state, clear_run, open_run, restore_training, resume_config,
@@ -129,6 +130,8 @@ def _loop(run: _Run, stop_flag: StopFlag) -> str:
                 stop = run.reporter.flush(state, stop_flag.requested)
             if tcfg.validate_every and state.step % tcfg.validate_every == 0 and _validate_and_save(run):
                 stop = stop or "patience"
+            if tcfg.save_every and state.step % tcfg.save_every == 0 and state.last_validated != state.step:
+                _save_last(run)  # an epoch of a large corpus is hours: a killed run must not lose them
             if tcfg.max_steps and state.step >= tcfg.max_steps:
                 stop = stop or "max_steps"
             if stop_flag.requested and not run.ctx.is_distributed:
@@ -242,6 +245,8 @@ def _save_last(run: _Run) -> Path:
     path = run.run_dir / "last.pt"
     if run.ctx.is_main:
         save_checkpoint(_checkpoint(run, training_state(run.state, run.optimizer, run.scaler, rng_states)), path)
+        if run.cfg.train.keep_last:
+            keep_latest(run.run_dir, _checkpoint(run, train_state=None), run.state.step, run.cfg.train.keep_last)
     return path
 
 

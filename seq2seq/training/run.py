@@ -108,10 +108,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
 
 
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "train.log", "tensorboard")
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "train.log", "tensorboard", "checkpoints")
 # What a resumed run may change: when it stops, where it runs, how it reports; decode.* may change as well.
 RESUMABLE_KEYS = ("train.device", "train.amp", "train.max_steps", "train.max_epochs", "train.patience",
-                  "train.validate_every", "train.log_every", "train.max_nonfinite", "data.cache_dir")
+                  "train.validate_every", "train.log_every", "train.max_nonfinite", "train.save_every",
+                  "train.keep_last", "data.cache_dir")
 
 
 def open_run(run_dir: str | Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
