@@ -159,10 +159,10 @@ def _check_best(best: Path, last: Path, best_bleu: float) -> None:
         return
     try:
         load_checkpoint(best)
-    except CheckpointError as exc:
-        logger.warning("%s is damaged (%s). The run resumes from %s, which is intact; the next validation with "
-                       "a dev BLEU above %.2f writes a new best.pt (until then, use last.pt)",
-                       best, str(exc).split(": ", 1)[-1], last, best_bleu)
+    except CheckpointError:
+        logger.warning("%s is damaged (not a readable checkpoint: truncated or corrupt). The run resumes from %s, "
+                       "which is intact; the next validation with a dev BLEU above %.2f writes a new best.pt "
+                       "(until then, use last.pt)", best, last, best_bleu)
 
 
 def check_resume_device(checkpoint: dict[str, Any], cfg: Config, path: Path) -> None:
