@@ -1,7 +1,7 @@
 """Writing files so that readers see nothing or the whole result, and write errors that say what happened.
 
-Everything the package writes for later (checkpoints, config.yaml, translations, tokenizer and
-corpus caches, exported splits) goes through :func:`atomic_file` or :func:`write_atomically`:
+Everything the package writes for later (checkpoints, config.yaml, translations, exported
+splits; the tokenizer and corpus caches through ``textio.write_atomically``) goes through :func:`atomic_file`:
 an interrupted run, a full disk or an exception mid-write leaves the previous file (or
 nothing) in place, never half of one. New files get the mode any program of the user would
 give them (0666 or 0777 less the umask); a replaced file keeps its mode.
@@ -20,13 +20,12 @@ import contextlib
 import errno
 import io
 import os
-import shutil
 import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, TextIO
+from typing import IO, Any, TextIO
 
 from .errors import Seq2SeqError, StorageError
 
@@ -119,25 +118,6 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         if isinstance(cause, OSError) and not isinstance(exc, Seq2SeqError):
             raise storage_error(path, cause, kept) from exc
         raise
-
-
-def write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_dir)`` on a fresh temporary directory, then rename it to ``directory``.
-
-    Readers therefore see either nothing or the complete directory. If another process
-    finished the same directory first, its copy is kept and ours is discarded.
-    """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700
-        write(tmp)
-        os.rename(tmp, directory)
-    except OSError:
-        if not directory.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def writes_through(path: Path) -> bool:

@@ -31,9 +31,9 @@ from seq2seq.cli import main
 from seq2seq.config import Config, config_from_dict, load_config, save_config
 from seq2seq.errors import CheckpointError, ConfigError, DataError, StorageError
 from seq2seq.model import Seq2Seq
-from seq2seq.textio import iter_lines, read_lines
+from seq2seq.textio import iter_lines, read_lines, write_atomically
 from seq2seq.training.lock import LOCK_NAME, RunDirectoryInUse, hold_run_dir
-from seq2seq.writing import atomic_file, atomic_output, write_atomically
+from seq2seq.writing import atomic_file, atomic_output
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -378,3 +378,23 @@ def test_taking_the_lock_removes_unfinished_temporaries_and_nothing_else(tmp_pat
     with hold_run_dir(tmp_path):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "last.pt", "notes.txt"]
+
+
+def test_a_run_directory_that_cannot_be_made_is_an_error_naming_it(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    config = tmp_path / "tiny.yaml"
+    config.write_text("data:\n  format: synthetic\n", encoding="utf-8")
+    assert main(["-q", "train", str(config), "--run-dir", str(blocker / "run")]) == 2
+    assert f"could not write {blocker / 'run' / LOCK_NAME}: Not a directory" in capsys.readouterr().err
+
+
+def test_an_os_error_the_package_did_not_word_still_names_its_file(monkeypatch, capsys) -> None:
+    import seq2seq.evaluate
+
+    def denied(**kwargs: Any) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/srv/refs/test.en")
+
+    monkeypatch.setattr(seq2seq.evaluate, "score_command", denied)
+    assert main(["score", "--hyp", "h", "--ref", "r"]) == 1
+    assert "seq2seq score: error: [Errno 13] Permission denied: '/srv/refs/test.en'" in capsys.readouterr().err
