@@ -147,7 +147,8 @@ def atomic_output(path: str | Path) -> Iterator[TextIO]:
     if path.is_dir():
         raise Seq2SeqError(f"output path {path} is a directory; give a file name")
     if not writes_through(path):
-        with atomic_file(Path(os.path.realpath(path)), "w") as handle:
+        target = Path(os.path.realpath(path)) if path.is_symlink() else path
+        with atomic_file(target, "w") as handle:
             yield handle
         return
     with _written_through(path) as handle:
@@ -168,4 +169,4 @@ def _written_through(path: Path) -> Iterator[TextIO]:
     except BaseException as exc:
         if raw.error is None or isinstance(raw.error, BrokenPipeError) or isinstance(exc, Seq2SeqError):
             raise
-        raise storage_error(path, raw.error, "what came before the error was written") from exc
+        raise storage_error(path, raw.error, "the output stops there") from exc
