@@ -8,9 +8,12 @@ never leaves a half-written checkpoint in place of a good one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pickle
 
 import torch
 
@@ -18,7 +21,8 @@ from .config import Config, config_from_dict, config_to_dict
 from .data.tokenizer import Tokenizer
 from .errors import CheckpointError, ConfigError
 from .model.seq2seq import Seq2Seq
-from .textio import atomic_file
+from .textio import file_problem
+from .writing import atomic_file
 
 FORMAT = "seq2seq-checkpoint"
 VERSION = 1
@@ -44,7 +48,11 @@ def build_checkpoint(cfg: Config, model_state: dict[str, torch.Tensor], tokenize
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write atomically: to a temporary file in the same directory, fsync, then rename over ``path``."""
+    """Write atomically: to a temporary file in the same directory, fsync, then rename over ``path``.
+
+    A full disk or another write error raises StorageError naming ``path`` and saying that the
+    previous file, if any, is unchanged.
+    """
     with atomic_file(path, "wb") as handle:
         torch.save(checkpoint, handle)
 
@@ -52,13 +60,18 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; a missing, truncated or foreign file raises CheckpointError."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    problem = file_problem(path)
+    if problem is not None:
+        raise CheckpointError(problem if path.exists() else f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for damaged files
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path} is not a seq2seq checkpoint: it holds objects other than tensors and plain "
+                              f"data{_refused_object(exc)}, which seq2seq never writes; it was not loaded, since "
+                              f"unpickling such a file can run code hidden in it") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged files
         raise CheckpointError(f"{path} is not a readable seq2seq checkpoint (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {exc}") from exc
+                              f"{type(exc).__name__}: {exc}{_sibling_hint(path)}") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a seq2seq checkpoint (no '{FORMAT}' marker)")
     if checkpoint.get("version") != VERSION:
@@ -68,6 +81,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if key not in checkpoint:
             raise CheckpointError(f"{path} lacks the '{key}' entry")
     return checkpoint
+
+
+def _refused_object(exc: pickle.UnpicklingError) -> str:
+    """The object torch refused to unpickle, e.g. " (GLOBAL posix.system)"; torch's own advice is left out on
+    purpose: it suggests loading the file with weights_only=False, i.e. running whatever it holds."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return f" ({found.group(1)})" if found else ""
+
+
+def _sibling_hint(path: Path) -> str:
+    """For a damaged best.pt, point at the last.pt beside it (written by the same run)."""
+    last = path.with_name("last.pt")
+    if path.name != "best.pt" or not last.is_file():
+        return ""
+    return (f". {last} beside it is a separate file: use -c {last}, or resume the run with --resume, "
+            f"whose next better validation writes a new best.pt")
 
 
 def config_of(checkpoint: dict[str, Any], path: str | Path) -> Config:

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except Seq2SeqError as exc:
         print(f"seq2seq {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         # The reader of our stdout went away (e.g. `| head`): not an error of ours.
         sys.stderr.close()
         return 0
-    return 0
+    except OSError as exc:  # one the package did not word itself; its text names the file and the cause
+        print(f"seq2seq {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -100,11 +102,14 @@ def _train_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--overwrite", action="store_true", help="discard a run already in --run-dir")
 
 
-def _run_train(args: argparse.Namespace) -> None:
+def _run_train(args: argparse.Namespace) -> int:
+    """Exit status 0 for a finished run; 130 / 143 for one a SIGINT / SIGTERM stopped (after saving last.pt)."""
     from .training import train
 
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    train(load_config(args.config, args.overrides), run_dir=run_dir, resume=args.resume, overwrite=args.overwrite)
+    result = train(load_config(args.config, args.overrides), run_dir=run_dir, resume=args.resume,
+                   overwrite=args.overwrite)
+    return result.exit_status
 
 
 def _translate_arguments(sub: argparse.ArgumentParser) -> None:
@@ -167,7 +172,8 @@ def _run_inspect(args: argparse.Namespace) -> None:
                     as_json=args.as_json, plot_dir=args.plot, device=args.device)
 
 
-_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = [
+_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None],
+                      Callable[[argparse.Namespace], int | None]]] = [
     ("prepare", "train or load the tokenizer, encode the corpus, print statistics", _prepare_arguments,
      _run_prepare),
     ("train", "train a model end to end", _train_arguments, _run_train),

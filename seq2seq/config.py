@@ -9,6 +9,7 @@ rejects unknown keys with the closest valid key suggested.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 
 from .coercion import build_section, parse_yaml, suggest
 from .errors import ConfigError
+from .writing import atomic_file
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,14 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
+    def __post_init__(self) -> None:
+        # Every float setting must be finite: inf passes range checks such as lr > 0 that refuse nan.
+        for item in dataclasses.fields(self):
+            for key, value in dataclasses.asdict(getattr(self, item.name)).items():
+                numbers = value if isinstance(value, list) else [value]
+                if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                    _fail(f"{item.name}.{key}", "must be a finite number", value)
+
 
 def _fail(key: str, problem: str, value: Any) -> None:
     raise ConfigError(f"{key} {problem} (got {value!r})")
@@ -238,8 +248,9 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML, atomically (a full disk leaves the previous file, never an empty one)."""
+    with atomic_file(path, "w") as handle:
+        handle.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def replace_config(cfg: Config, section: str, **changes: Any) -> Config:
@@ -248,6 +259,8 @@ def replace_config(cfg: Config, section: str, **changes: Any) -> Config:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -15,3 +15,7 @@ class DataError(Seq2SeqError):
 
 class CheckpointError(Seq2SeqError):
     """A checkpoint file is missing, truncated, corrupt or of an unknown format."""
+
+
+class StorageError(Seq2SeqError):
+    """A file could not be written: no space left, permission denied, a read-only file system."""

@@ -1,38 +1,63 @@
-"""Reading text strictly as UTF-8, and writing files so that readers see nothing or the whole result.
+"""Reading text strictly as UTF-8, and writing cache directories atomically (:func:`write_atomically`).
 
 Every reader fails with a :class:`DataError` that names the file (or stream) and the
 1-based line number of the first undecodable byte, instead of silently replacing it:
-a corpus with broken encoding is a mistake the user should see and fix.
+a corpus with broken encoding is a mistake the user should see and fix. A leading UTF-8
+byte order mark (as some Windows editors write) is not text: it is dropped, with one warning.
 
-Everything the package writes for later (checkpoints, translations, tokenizer and corpus
-caches, exported splits) goes through :func:`atomic_file` or :func:`write_atomically`: an
-interrupted run, a full disk or an exception mid-write leaves the previous file (or
-nothing) in place, never half of one.
+Files are written through :mod:`seq2seq.writing` (``atomic_file``, ``atomic_output``, re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
+import logging
 import os
 import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Callable, TextIO
+from typing import Any, BinaryIO, Callable, TextIO
 
-from .errors import DataError, Seq2SeqError
+from .errors import DataError
+from .writing import atomic_file, atomic_output, current_umask  # noqa: F401 - callers import them from here
+
+logger = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
+BOM = "\ufeff"
+_bom_reported: set[str] = set()
+
+
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file ("is a directory", "not found"), or None when it can."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return f"{path} is a directory, not a file"
+    if path.exists():
+        return f"{path} is not a regular file"
+    return f"file not found: {path}"
+
+
+def drop_bom(text: str, name: str) -> str:
+    """``text`` without a leading byte order mark; the first time ``name`` has one, a warning says so."""
+    if not text.startswith(BOM):
+        return text
+    if name not in _bom_reported:
+        _bom_reported.add(name)
+        logger.warning("%s starts with a UTF-8 byte order mark (BOM); it is not part of the text and is dropped", name)
+    return text[1:]
 
 
 def read_bytes(path: str | Path) -> bytes:
     """The whole content of ``path``, decompressed when it is gzip (by content, whatever its name)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataError(problem)
     raw = path.read_bytes()
     if not raw.startswith(GZIP_MAGIC):
         return raw
@@ -45,7 +70,7 @@ def read_bytes(path: str | Path) -> bytes:
 def decode_utf8(data: bytes, name: str) -> str:
     """Decode ``data`` as strict UTF-8; an invalid byte raises DataError naming ``name`` and its line."""
     try:
-        return data.decode("utf-8")
+        return drop_bom(data.decode("utf-8"), name)
     except UnicodeDecodeError as exc:
         line_number = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
@@ -74,8 +99,9 @@ def read_lines(path: str | Path) -> list[str]:
 def open_binary(path: str | Path) -> BinaryIO:
     """A binary stream over ``path``, decompressing gzip on the fly (for files too large to read at once)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
+    problem = file_problem(path)
+    if problem is not None:
+        raise DataError(problem)
     with path.open("rb") as probe:
         is_gzip = probe.read(2) == GZIP_MAGIC
     return gzip.open(path, "rb") if is_gzip else path.open("rb")
@@ -100,6 +126,8 @@ def iter_lines(stream: BinaryIO | TextIO, name: str) -> Iterator[tuple[int, str]
             line = line[:-1]
         if line.endswith("\r"):
             line = line[:-1]
+        if line_number == 1:
+            line = drop_bom(line, name)
         yield line_number, line
 
 
@@ -112,28 +140,6 @@ def iter_file_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path} could not be read (truncated or corrupt gzip?): {exc}") from exc
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """A file opened in ``mode`` ("w" for UTF-8 text with \\n line ends, "wb" for bytes) under a
-    temporary name beside ``path``; on success it is flushed to disk and renamed over ``path``,
-    on any exception it is removed and ``path`` is left as it was."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_file mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        text = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
-        with os.fdopen(fd, mode, **text) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_dir)`` on a fresh temporary directory, then rename it to ``directory``.
 
@@ -143,6 +149,7 @@ def write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700; a cache folder is like any other
         write(tmp)
         os.rename(tmp, directory)
     except OSError:
@@ -150,13 +157,3 @@ def write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[TextIO]:
-    """A text file written to a temporary name beside ``path`` and renamed over it only on success."""
-    path = Path(path)
-    if path.is_dir():
-        raise Seq2SeqError(f"output path {path} is a directory; give a file name")
-    with atomic_file(path, "w") as handle:
-        yield handle

@@ -81,7 +81,7 @@ def test_open_run_refuses_an_existing_run_naming_the_dir_and_both_flags(tmp_path
     with pytest.raises(ConfigError, match="pick one"):
         open_run(tmp_path, resume=True, overwrite=True)
     with pytest.raises(CheckpointError, match="no .*last.pt to continue from"):
-        open_run(tmp_path, resume=True, overwrite=False)
+        open_run(tmp_path / "fresh", resume=True, overwrite=False)
 
 
 def test_resume_config_keeps_the_stored_run_and_allows_only_stopping_changes() -> None:

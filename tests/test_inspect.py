@@ -162,11 +162,12 @@ def test_no_sentence_is_an_error_saying_how_to_give_one(capsys, checkpoints) -> 
     assert "-i FILE" in capsys.readouterr().err
 
 
-def test_an_empty_line_is_an_error_naming_the_file_and_line(capsys, checkpoints, tmp_path: Path) -> None:
+def test_blank_lines_of_an_input_file_are_skipped_not_fatal(capsys, checkpoints, tmp_path: Path) -> None:
     source = tmp_path / "sentences.txt"
-    source.write_text(f"{SENTENCE}\n\n", encoding="utf-8")
-    assert main(["-q", "inspect", "-c", str(checkpoints["bi"]), "-i", str(source), "--json"]) == 2
-    assert f"{source}, line 2" in capsys.readouterr().err
+    source.write_text(f"{SENTENCE}\n\n  \nzwei Hunde .\n", encoding="utf-8")
+    assert main(["-q", "inspect", "-c", str(checkpoints["bi"]), "-i", str(source), "--json"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [report["source"] for report in reports] == [f"{source}, line 1", f"{source}, line 4"]
 
 
 def test_a_missing_checkpoint_is_an_error(capsys, tmp_path: Path) -> None:

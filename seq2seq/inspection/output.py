@@ -36,10 +36,18 @@ def inspect_command(*, checkpoint: str, sentences: list[str], input_path: str | 
 
 
 def _collect_sentences(sentences: list[str], input_path: str | None) -> list[tuple[str, str]]:
-    """(where from, text) for the command-line sentences, then the lines of ``input_path``."""
+    """(where from, text) for the command-line sentences, then the non-blank lines of ``input_path``.
+
+    Blank lines in the file separate paragraphs rather than being sentences: they are skipped
+    (the report still names each sentence's own line number).
+    """
     items = [(f"argument {i}", text) for i, text in enumerate(sentences, start=1)]
     if input_path is not None:
-        items += [(f"{input_path}, line {i}", text) for i, text in enumerate(read_lines(input_path), start=1)]
+        lines = read_lines(input_path)
+        items += [(f"{input_path}, line {i}", text) for i, text in enumerate(lines, start=1) if text.strip()]
+        blank = sum(1 for text in lines if not text.strip())
+        if blank:
+            logger.info("%s: skipped %d blank line(s)", input_path, blank)
     if not items:
         raise Seq2SeqError("no sentence to inspect: give one as an argument (seq2seq inspect -c CKPT \"ein Satz .\") "
                            "or a file of sentences with -i FILE")

@@ -22,15 +22,16 @@ from ..checkpoint import build_checkpoint, config_of, save_checkpoint
 from ..config import Config, TrainConfig, save_config
 from ..data import Batch, EncodedCorpus, PreparedData, Tokenizer, prepare
 from ..device import AmpSettings, resolve_amp
-from ..errors import CheckpointError, DataError, Seq2SeqError
+from ..errors import CheckpointError, DataError, Seq2SeqError, StorageError
 from ..model import Seq2Seq
 from . import distributed as dist_utils
 from .distributed import DistContext
 from .kept import keep_latest
 from .loss import Objective
+from .lock import hold_run_dir
 from .progress import Reporter
-from .run import (StopFlag, TrainState, capture_rng_state, clear_run, open_run, restore_training, resume_config,
-                  seed_everything, stop_signals, training_state)
+from .run import (StopFlag, TrainState, capture_rng_state, check_resume_device, clear_run, describe_survivors,
+                  open_run, restore_training, resume_config, seed_everything, stop_signals, training_state)
 from .schedule import lr_at, update_plateau
 from .step import build_optimizer, train_step
 from .validation import Validation, validate
@@ -50,6 +51,7 @@ class TrainResult:
     best_checkpoint: Path | None
     losses: dict[int, float] = field(default_factory=dict)
     validations: list[Validation] = field(default_factory=list)
+    exit_status: int = 0  # 128 + the signal that stopped the run (130 SIGINT, 143 SIGTERM), else 0
 
 
 @dataclass
@@ -71,11 +73,23 @@ class _Run:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Train ``cfg`` end to end; writes RUN_DIR/last.pt, best.pt, config.yaml and train.log."""
+    """Train ``cfg`` end to end; writes RUN_DIR/last.pt, best.pt, config.yaml and train.log.
+
+    The run holds the lock on ``run_dir`` throughout; a failed write names what it kept.
+    """
     run_dir = Path(run_dir)
+    with hold_run_dir(run_dir):
+        try:
+            return _train(cfg, run_dir, resume, overwrite)
+        except StorageError as exc:
+            raise StorageError(f"{exc}. {describe_survivors(run_dir)}") from exc
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool) -> TrainResult:
     checkpoint = open_run(run_dir, resume, overwrite)
     if checkpoint is not None:
         cfg = resume_config(config_of(checkpoint, run_dir / "last.pt"), cfg, run_dir / "last.pt")
+        check_resume_device(checkpoint, cfg, run_dir / "last.pt")
     ctx = dist_utils.init_distributed(cfg.train.device)
     try:
         if ctx.is_main and overwrite:
@@ -83,7 +97,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: boo
         dist_utils.barrier(ctx)
         run = _build_run(cfg, run_dir, checkpoint, ctx)
         with stop_signals() as stop_flag, run.reporter:
-            return _finish(run, _loop(run, stop_flag))
+            result = _finish(run, _loop(run, stop_flag))
+        result.exit_status = stop_flag.exit_status if result.stop_reason == "interrupted" else 0
+        return result
     finally:
         dist_utils.shutdown_distributed(ctx)
 
@@ -220,8 +236,8 @@ def _validate_and_save(run: _Run) -> bool:
     if run.ctx.is_main and run.data.dev is not None:
         result = validate(run.model, run.objective, run.data.dev, run.data.tokenizer, run.cfg, run.amp,
                           run.ctx.device, state.step)
-        improved = result.bleu > state.best_bleu
-        state.best_bleu = max(state.best_bleu, result.bleu)
+        improved = math.isfinite(result.loss) and result.bleu > state.best_bleu  # diverged weights are no best
+        state.best_bleu = result.bleu if improved else state.best_bleu
         state.bad_validations = 0 if improved else state.bad_validations + 1
         if tcfg.scheduler == "plateau":
             state.plateau = update_plateau(state.plateau, result.bleu, tcfg)
@@ -244,7 +260,8 @@ def _save_last(run: _Run) -> Path:
     rng_states = dist_utils.gather_objects(capture_rng_state(), run.ctx)
     path = run.run_dir / "last.pt"
     if run.ctx.is_main:
-        save_checkpoint(_checkpoint(run, training_state(run.state, run.optimizer, run.scaler, rng_states)), path)
+        save_checkpoint(_checkpoint(run, training_state(run.state, run.optimizer, run.scaler, rng_states,
+                                                        run.ctx.device)), path)
         if run.cfg.train.keep_last:
             keep_latest(run.run_dir, _checkpoint(run, train_state=None), run.state.step, run.cfg.train.keep_last)
     return path

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..config import TrainConfig
 from ..errors import Seq2SeqError
+from ..writing import storage_error
 from . import distributed as dist_utils
 from .distributed import DistContext
 from .run import TrainState
@@ -51,7 +52,10 @@ class Reporter:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         if self.ctx.is_main:
-            self._file = self._stack.enter_context(open(self.run_dir / "train.log", "a", encoding="utf-8"))
+            try:
+                self._file = self._stack.enter_context(open(self.run_dir / "train.log", "a", encoding="utf-8"))
+            except OSError as exc:
+                raise storage_error(self.run_dir / "train.log", exc, "nothing was trained yet") from exc
             self._writer = _tensorboard_writer(self.run_dir)
         total = self.tcfg.max_steps or self.steps_per_epoch * self.tcfg.max_epochs
         show_bar = self.ctx.is_main and sys.stderr.isatty()
@@ -64,7 +68,8 @@ class Reporter:
     def __exit__(self, *exc_info: Any) -> None:
         if self._writer is not None:
             self._writer.close()
-        self._stack.close()
+        with contextlib.suppress(OSError):  # every line was flushed; only a line that already failed is left
+            self._stack.close()
 
     def info(self, message: str) -> None:
         self._write(logging.INFO, message)
@@ -78,8 +83,11 @@ class Reporter:
         logger.log(level, message)
         if self._file is not None:
             prefix = "WARNING " if level >= logging.WARNING else ""
-            self._file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix}{message}\n")
-            self._file.flush()
+            try:
+                self._file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {prefix}{message}\n")
+                self._file.flush()
+            except OSError as exc:
+                raise storage_error(self.run_dir / "train.log", exc, "the log up to this line is kept") from exc
 
     def record(self, step: int, stats: Tensor, num_tokens: int, lr: float) -> None:
         """Keep one step's (3,) device statistics (loss sum, NLL sum, skipped) until the next flush."""
@@ -150,6 +158,10 @@ class Reporter:
     def validation(self, result: Validation, best_bleu: float) -> None:
         """Log one validation; the time it took does not count in the training throughput."""
         self.validations.append(result)
+        if not math.isfinite(result.loss):
+            self.warning(f"validation at step {result.step}: the dev loss is {result.loss} (not finite): the model "
+                         f"has diverged or its activations overflow (try train.amp=off or a lower train.lr); this "
+                         f"validation counts as no improvement, so best.pt is not replaced")
         self.info(f"validation at step {result.step} | dev loss {result.loss:.4f} | ppl {result.ppl:.2f} | "
                   f"BLEU {result.bleu:.2f} | chrF {result.chrf:.2f} | best BLEU {best_bleu:.2f}")
         if self._writer is not None:

@@ -8,11 +8,13 @@ the loop's counters, the optimizer and scaler, and every process's random genera
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import random
 import shutil
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +25,10 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..config import Config, config_from_dict, config_to_dict
 from ..errors import CheckpointError, ConfigError, Seq2SeqError
+from .lock import is_launch_main
 from .schedule import PlateauState
+
+logger = logging.getLogger("seq2seq.training")
 
 
 @dataclass
@@ -55,12 +60,14 @@ def restore_training(checkpoint: dict[str, Any], model: nn.Module, optimizer: to
 
 
 def training_state(state: TrainState, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   rng_states: list[Any]) -> dict[str, Any]:
-    """The ``train_state`` entry of last.pt: the loop's state, the optimizer, the scaler, every process's RNGs."""
+                   rng_states: list[Any], device: torch.device | None = None) -> dict[str, Any]:
+    """The ``train_state`` entry of last.pt: the loop's state, the optimizer, the scaler, every process's RNGs,
+    and the device type the run trained on (so that a resume elsewhere can say what changes)."""
     return {"step": state.step, "epoch": state.epoch, "batches_done": state.batches_done,
             "best_bleu": state.best_bleu, "bad_validations": state.bad_validations,
             "last_validated": state.last_validated, "plateau": state.plateau.to_state(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states}
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
+            "device": device.type if device is not None else ""}
 
 
 def seed_everything(seed: int) -> None:
@@ -126,17 +133,65 @@ def open_run(run_dir: str | Path, resume: bool, overwrite: bool) -> dict[str, An
         raise ConfigError("--resume continues the run in the run directory and --overwrite discards it: pick one")
     if resume:
         last = run_dir / "last.pt"
-        if not last.is_file():
+        begun = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if not last.exists() and begun:
+            if is_launch_main():
+                logger.warning("--resume: %s holds a run stopped before its first last.pt (%s): starting it "
+                               "from step 0", run_dir, ", ".join(begun))
+            return None
+        if not last.exists():
             raise CheckpointError(f"--resume: there is no {last} to continue from; start the run without --resume")
         checkpoint = load_checkpoint(last)
         if "train_state" not in checkpoint:
             raise CheckpointError(f"{last} holds no training state, so it cannot be resumed")
+        if is_launch_main():
+            _check_best(run_dir / "best.pt", last, checkpoint["train_state"]["best_bleu"])
         return checkpoint
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing and not overwrite:
         raise Seq2SeqError(f"the run directory {run_dir} already holds a run ({', '.join(existing)}); continue it "
                            f"with --resume, replace it with --overwrite, or choose another --run-dir")
     return None
+
+
+def _check_best(best: Path, last: Path, best_bleu: float) -> None:
+    """A damaged best.pt does not stop a resume (last.pt is what it needs); say so, and what replaces it."""
+    if not best.exists():
+        return
+    try:
+        load_checkpoint(best)
+    except CheckpointError:
+        logger.warning("%s is damaged (not a readable checkpoint: truncated or corrupt). The run resumes from %s, "
+                       "which is intact; the next validation with a dev BLEU above %.2f writes a new best.pt "
+                       "(until then, use last.pt)", best, last, best_bleu)
+
+
+def check_resume_device(checkpoint: dict[str, Any], cfg: Config, path: Path) -> None:
+    """Refuse, saying how to go on, a resume of a GPU run that asks for a GPU this machine lacks; a resume
+    that may move to the CPU (train.device auto or cpu) goes on with a warning."""
+    saved = checkpoint["train_state"].get("device", "")
+    if saved != "cuda" or torch.cuda.is_available():
+        return
+    if cfg.train.device.startswith("cuda") or cfg.train.amp == "fp16":
+        raise ConfigError(f"{path} was saved by a run on a CUDA GPU (train.device={cfg.train.device}, "
+                          f"train.amp={cfg.train.amp}), and torch sees no GPU on this machine. Resume on a machine "
+                          f"with a GPU, or continue on the CPU with --set train.device=cpu --set train.amp=off "
+                          f"(or bf16)")
+    logger.warning("%s was saved by a run on a CUDA GPU; it continues on %s, no longer bit for bit as the GPU "
+                   "would have computed it", path, cfg.train.device)
+
+
+def describe_survivors(run_dir: Path) -> str:
+    """What a failed run leaves usable in ``run_dir``, for error messages."""
+    kept = [f"{run_dir / name} (written {_mtime(run_dir / name)})" for name in ("last.pt", "best.pt")
+            if (run_dir / name).is_file()]
+    if not kept:
+        return f"No checkpoint of this run was written in {run_dir}"
+    return f"Kept intact: {', '.join(kept)}; continue with --resume once the cause is fixed"
+
+
+def _mtime(path: Path) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(path.stat().st_mtime))
 
 
 def clear_run(run_dir: str | Path) -> None:
@@ -179,6 +234,11 @@ class StopFlag:
     """Set by SIGINT / SIGTERM; the loop reads it after each step."""
 
     requested: bool = False
+    signum: int = 0  # the signal that asked; the command exits 128 + signum after saving, as shells expect
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum if self.signum else 0
 
 
 @contextlib.contextmanager
@@ -188,8 +248,10 @@ def stop_signals() -> Iterator[StopFlag]:
 
     def handle(signum: int, frame: Any) -> None:
         if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        flag.requested, flag.signum = True, signum
 
     previous = {}
     if threading.current_thread() is threading.main_thread():  # Python only allows handlers there
