@@ -12,7 +12,7 @@ import torch
 
 from seq2seq.config import Config, config_from_dict, replace_config
 from seq2seq.data import EncodedCorpus, prepare
-from seq2seq.data.tokenizer import SubwordSampler
+from seq2seq.data.subwords import SubwordSampler
 from seq2seq.errors import DataError
 from seq2seq.training import train
 
@@ -55,7 +55,7 @@ def test_a_given_model_with_other_special_ids_is_refused_naming_the_file(tmp_pat
                                    vocab_size=15, minloglevel=2)  # sentencepiece's defaults: unk 0, bos 1, eos 2
     path = tmp_path / "default-ids.model"
     path.write_bytes(model.getvalue())
-    with pytest.raises(DataError, match=r"tokenizer\.model = .*default-ids\.model: .*special ids .*--pad_id=0"):
+    with pytest.raises(DataError, match=r"tokenizer\.model = .*default-ids\.model: the model has special ids .*--pad_id=0"):
         prepare(digits_config(tmp_path, tokenizer={"model": str(path)}), verbose=False)
     with pytest.raises(DataError, match=r"tokenizer\.model: .*not found: .*missing\.model"):
         prepare(digits_config(tmp_path, tokenizer={"model": str(tmp_path / "missing.model")}), verbose=False)

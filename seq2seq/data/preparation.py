@@ -23,7 +23,8 @@ from ..errors import DataError
 from ..textio import write_atomically
 from .batches import EncodedCorpus, SplitReport, flatten, padding_ratio
 from .corpora import SPLITS, ParallelText, Split, read_split
-from .tokenizer import Tokenizer, hash_texts, load_or_train_tokenizer, tokenizer_from_files
+from .subwords import tokenizer_from_files
+from .tokenizer import Tokenizer, hash_texts, load_or_train_tokenizer
 
 CACHE_VERSION = 1  # bump when the layout of the cached arrays changes
 PERCENTILES = (50, 90, 99)

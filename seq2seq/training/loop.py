@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import build_checkpoint, config_of, load_matching_checkpoint, save_checkpoint
 from ..config import Config, TrainConfig, replace_config, save_config
 from ..data import Batch, EncodedCorpus, PreparedData, Tokenizer, prepare
-from ..data.tokenizer import SubwordSampler
+from ..data.subwords import SubwordSampler
 from ..device import AmpSettings, resolve_amp
 from ..errors import CheckpointError, DataError, Seq2SeqError
 from ..model import Seq2Seq
