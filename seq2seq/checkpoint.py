@@ -8,6 +8,7 @@ never leaves a half-written checkpoint in place of a good one.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import pickle
 
 import torch
 
-from .config import Config, config_from_dict, config_to_dict
+from .config import Config, ModelConfig, config_from_dict, config_to_dict
 from .data.tokenizer import Tokenizer
 from .errors import CheckpointError, ConfigError
 from .model.seq2seq import Seq2Seq
@@ -25,6 +26,8 @@ from .textio import file_problem
 from .writing import atomic_file
 
 FORMAT = "seq2seq-checkpoint"
+# model.* settings that leave the weights' shapes and meaning alone: they may differ between models combined.
+SHAPE_EXEMPT = frozenset({"dropout"})
 VERSION = 1
 
 
@@ -119,3 +122,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise CheckpointError(f"{path}: the weights do not fit the model its config describes: {exc}") from exc
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, config=cfg)
+
+
+def check_same_model(first: ModelConfig, other: ModelConfig, first_name: Path | str, other_name: Path | str) -> None:
+    """Raise CheckpointError naming every ``model.*`` key (with both values) on which the two models' weights differ.
+
+    Used where weights of one model meet another: averaging, and fine-tuning from a checkpoint.
+    """
+    differences = [f"model.{f.name} ({getattr(first, f.name)!r} in {first_name}, {getattr(other, f.name)!r} in "
+                   f"{other_name})" for f in dataclasses.fields(ModelConfig)
+                   if f.name not in SHAPE_EXEMPT and getattr(first, f.name) != getattr(other, f.name)]
+    if differences:
+        raise CheckpointError(f"{first_name} and {other_name} hold different models: {'; '.join(differences)}")
+
+
+def load_matching_checkpoint(path: str | Path, model_cfg: ModelConfig) -> dict[str, Any]:
+    """A checkpoint to start a model of ``model_cfg`` from (fine-tuning); CheckpointError names any model key
+    that differs."""
+    checkpoint = load_checkpoint(path)
+    check_same_model(config_of(checkpoint, path).model, model_cfg, path, "the config")
+    return checkpoint

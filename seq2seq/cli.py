@@ -57,7 +57,8 @@ def _config_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _decode_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-c", "--checkpoint", required=True, help="a checkpoint written by `seq2seq train`")
+    sub.add_argument("-c", "--checkpoint", dest="checkpoints", action="append", required=True, metavar="CHECKPOINT",
+                     help="a checkpoint written by `seq2seq train`; repeat it to decode with an ensemble")
     sub.add_argument("--beam-size", type=int, help="1 = greedy (default: the checkpoint's decode.beam_size)")
     sub.add_argument("--nbest", type=int, help="hypotheses per sentence, best first (translate only)")
     sub.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha; 0 = none")
@@ -71,11 +72,17 @@ def _decode_arguments(sub: argparse.ArgumentParser) -> None:
                           "bf16 matrix units; off = fp32")
     sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     sub.add_argument("--attention-plot", metavar="DIR", help="write one attention heatmap PNG per sentence")
+    sub.add_argument("--sampling", action="store_true", default=None,
+                     help="draw each token at random instead of searching; --nbest N gives N samples per sentence")
+    sub.add_argument("--temperature", type=float, help="sampling: divide the log-probabilities by this")
+    sub.add_argument("--top-k", type=int, help="sampling: draw among the K most probable tokens only; 0 = all")
+    sub.add_argument("--top-p", type=float, help="sampling: draw within the top-p probability mass; 1 = all")
+    sub.add_argument("--seed", type=int, help="sampling: the random seed (the same seed, the same samples)")
 
 
 def _decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("beam_size", "nbest", "length_penalty", "max_length_a", "max_length_b", "min_length",
-             "no_repeat_ngram", "batch_size", "amp")
+             "no_repeat_ngram", "batch_size", "amp", "sampling", "temperature", "top_k", "top_p", "seed")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -100,6 +107,9 @@ def _train_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--run-dir", help="where checkpoints, the config and the log go (default: runs/<config name>)")
     sub.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last.pt")
     sub.add_argument("--overwrite", action="store_true", help="discard a run already in --run-dir")
+    sub.add_argument("--init-from", metavar="CHECKPOINT",
+                     help="fine-tune: start from this checkpoint's weights and tokenizer, with a fresh optimizer, "
+                          "schedule and step count (sets train.init_from)")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -107,7 +117,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from .training import train
 
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    result = train(load_config(args.config, args.overrides), run_dir=run_dir, resume=args.resume,
+    overrides = [*args.overrides, *([f"train.init_from={args.init_from}"] if args.init_from else [])]
+    result = train(load_config(args.config, overrides), run_dir=run_dir, resume=args.resume,
                    overwrite=args.overwrite)
     return result.exit_status
 
@@ -121,7 +132,7 @@ def _translate_arguments(sub: argparse.ArgumentParser) -> None:
 def _run_translate(args: argparse.Namespace) -> None:
     from .translate import translate_command
 
-    translate_command(checkpoint=args.checkpoint, input_path=args.input, output_path=args.output,
+    translate_command(checkpoint=args.checkpoints, input_path=args.input, output_path=args.output,
                       decode_overrides=_decode_overrides(args), device=args.device,
                       attention_plot=args.attention_plot)
 
@@ -137,7 +148,7 @@ def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
 def _run_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_command
 
-    evaluate_command(checkpoint=args.checkpoint, src_path=args.src, ref_path=args.ref,
+    evaluate_command(checkpoint=args.checkpoints, src_path=args.src, ref_path=args.ref,
                      decode_overrides=_decode_overrides(args), device=args.device, as_json=args.as_json,
                      tokenize=args.tokenize, lowercase=args.lowercase, attention_plot=args.attention_plot,
                      output_path=args.output)
@@ -154,6 +165,39 @@ def _run_score(args: argparse.Namespace) -> None:
 
     score_command(hyp_path=args.hyp, ref_path=args.ref, as_json=args.as_json, tokenize=args.tokenize,
                   lowercase=args.lowercase)
+
+
+def _average_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("inputs", nargs="+", metavar="CHECKPOINT",
+                     help="checkpoints of one model and tokenizer; with --last N, the run directory instead")
+    sub.add_argument("-o", "--output", required=True, help="where the averaged checkpoint goes")
+    sub.add_argument("--last", type=int, metavar="N",
+                     help="average the N latest checkpoints the run keeps (RUN_DIR/checkpoints/step-*.pt)")
+
+
+def _run_average(args: argparse.Namespace) -> None:
+    from .averaging import average_command
+
+    average_command(inputs=args.inputs, last=args.last, output=args.output)
+
+
+def _logprob_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("-c", "--checkpoint", dest="checkpoints", action="append", required=True, metavar="CHECKPOINT",
+                     help="a checkpoint written by `seq2seq train`; repeat it to score with an ensemble")
+    sub.add_argument("--src", required=True, help="source sentences (.gz accepted)")
+    sub.add_argument("--tgt", required=True, help="the translations to score, aligned with --src (.gz accepted)")
+    sub.add_argument("-o", "--output", help="where the scores go (default: stdout)")
+    sub.add_argument("--tokens", action="store_true", help="also print each target piece's log-probability")
+    sub.add_argument("--json", dest="as_json", action="store_true", help="one JSON object per pair")
+    sub.add_argument("--batch-size", type=int, help="tokens per batch (default: the checkpoint's decode.batch_size)")
+    sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+def _run_logprob(args: argparse.Namespace) -> None:
+    from .evaluate import logprob_command
+
+    logprob_command(checkpoints=args.checkpoints, src_path=args.src, tgt_path=args.tgt, output_path=args.output,
+                    device=args.device, tokens=args.tokens, as_json=args.as_json, batch_size=args.batch_size)
 
 
 def _inspect_arguments(sub: argparse.ArgumentParser) -> None:
@@ -180,6 +224,10 @@ _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None],
     ("translate", "translate sentences with a checkpoint", _translate_arguments, _run_translate),
     ("evaluate", "translate a test set and score it (BLEU, chrF, TER)", _evaluate_arguments, _run_evaluate),
     ("score", "score existing translations against references", _score_arguments, _run_score),
+    ("average", "average the weights of checkpoints of one model into a new checkpoint", _average_arguments,
+     _run_average),
+    ("logprob", "forced decoding: the log-probability a model gives given translations (not BLEU)",
+     _logprob_arguments, _run_logprob),
     ("inspect", "show the context vector, attention and GRU gates of a model on a sentence", _inspect_arguments,
      _run_inspect),
 ]

@@ -81,8 +81,25 @@ class TokenizerConfig:
     joint: bool = True  # one model for both languages (needed for model.share_embeddings)
     character_coverage: float = 1.0
     byte_fallback: bool = True  # unseen characters become byte pieces instead of <unk>
+    # A SentencePiece model file to use instead of training one: `model` for both sides, or
+    # `src_model` and `tgt_model` one per side. Special ids must be pad 0, unk 1, bos 2, eos 3.
+    model: str = ""
+    src_model: str = ""
+    tgt_model: str = ""
+    # Subword regularisation (Kudo 2018), training batches only: each is re-segmented by
+    # SentencePiece sampling with this alpha (0 = off) among the sampling_nbest best
+    # segmentations (-1 = all; unigram models). Dev, test and translation stay deterministic.
+    sampling_alpha: float = 0.0
+    sampling_nbest: int = -1
 
     def __post_init__(self) -> None:
+        _require(not (self.model and (self.src_model or self.tgt_model)), "tokenizer.model",
+                 "and tokenizer.src_model / tgt_model exclude each other", self.model)
+        _require(bool(self.src_model) == bool(self.tgt_model), "tokenizer.src_model",
+                 "and tokenizer.tgt_model go together (one model per side)", (self.src_model, self.tgt_model))
+        _require(self.sampling_alpha >= 0, "tokenizer.sampling_alpha", "must not be negative", self.sampling_alpha)
+        _require(self.sampling_nbest == -1 or self.sampling_nbest >= 1, "tokenizer.sampling_nbest",
+                 "must be -1 (all) or at least 1", self.sampling_nbest)
         _require(self.vocab_size >= 16, "tokenizer.vocab_size", "must be at least 16", self.vocab_size)
         _require(0.9 <= self.character_coverage <= 1.0, "tokenizer.character_coverage",
                  "must be in [0.9, 1.0]", self.character_coverage)
@@ -141,6 +158,10 @@ class TrainConfig:
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
     save_every: int = 0  # steps between writes of last.pt besides those at validations; 0 = at validations only
     keep_last: int = 0  # also keep the N latest saves as RUN_DIR/checkpoints/step-NNNNNNNN.pt (weights); 0 = none
+    keep_best: int = 0  # also keep the N best validations by stop_metric as RUN_DIR/checkpoints/best-NNNNNNNN.pt
+    # The dev score that picks best.pt, drives early stopping and the plateau schedule (loss: lower is better).
+    stop_metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    init_from: str = ""  # fine-tune: start from this checkpoint's weights and tokenizer (fresh optimizer and steps)
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size", "must be at least 1", self.batch_size)
@@ -152,7 +173,7 @@ class TrainConfig:
                  self.teacher_forcing)
         _require(len(self.betas) == 2, "train.betas", "must hold two numbers", self.betas)
         for key in ("max_epochs", "max_steps", "validate_every", "patience", "warmup_steps", "log_every", "save_every",
-                    "keep_last"):
+                    "keep_last", "keep_best"):
             _require(getattr(self, key) >= 0, f"train.{key}", "must not be negative", getattr(self, key))
         _require(self.log_every >= 1, "train.log_every", "must be at least 1", self.log_every)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -174,11 +195,25 @@ class DecodeConfig:
     # Autocast for search: auto = bf16 for beam search where the device has bf16 matrix units
     # (and fp16 on GPUs without bf16); off = fp32. See device.resolve_decode_amp.
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # Sampling instead of search (seq2seq.search.sampling): nbest samples per sentence, drawn
+    # from the distribution divided by temperature and cut to top_k tokens (0 = all) and to
+    # the top_p probability mass (1.0 = all); the same seed gives the same samples.
+    sampling: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _require(self.beam_size >= 1, "decode.beam_size", "must be at least 1", self.beam_size)
-        _require(1 <= self.nbest <= self.beam_size, "decode.nbest", "must be between 1 and decode.beam_size",
-                 self.nbest)
+        if self.sampling:  # nbest counts samples, which the beam does not bound
+            _require(self.nbest >= 1, "decode.nbest", "must be at least 1", self.nbest)
+        else:
+            _require(1 <= self.nbest <= self.beam_size, "decode.nbest", "must be between 1 and decode.beam_size",
+                     self.nbest)
+        _require(self.temperature > 0, "decode.temperature", "must be positive", self.temperature)
+        _require(self.top_k >= 0, "decode.top_k", "must not be negative", self.top_k)
+        _require(0.0 < self.top_p <= 1.0, "decode.top_p", "must be in (0, 1]", self.top_p)
         _require(self.length_penalty >= 0, "decode.length_penalty", "must not be negative", self.length_penalty)
         _require(self.max_length_a >= 0 and self.max_length_b >= 0, "decode.max_length_a",
                  "and decode.max_length_b must not be negative", (self.max_length_a, self.max_length_b))

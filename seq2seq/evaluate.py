@@ -11,9 +11,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 from .errors import DataError
+from .forced import PairScore, format_score
+from .ids import EOS_ID
 from .metrics import Scores, score_corpus
 from .textio import atomic_output, read_lines
 from .translate import Translator, check_can_plot_attention, format_translation, write_attention_plot
@@ -39,15 +42,17 @@ def score_command(*, hyp_path: str, ref_path: str, as_json: bool, tokenize: str,
     _print_scores(scores, as_json, {"hyp": hyp_path, "ref": ref_path})
 
 
-def evaluate_command(*, checkpoint: str, src_path: str, ref_path: str, decode_overrides: dict[str, Any],
+def evaluate_command(*, checkpoint: str | list[str], src_path: str, ref_path: str, decode_overrides: dict[str, Any],
                      device: str, as_json: bool, tokenize: str, lowercase: bool, attention_plot: str | None,
                      output_path: str | None) -> None:
-    """``seq2seq evaluate``: translate a source file with a checkpoint, score it against the references, print."""
+    """``seq2seq evaluate``: translate a source file with a checkpoint (several: an ensemble), score it, print."""
     srcs, refs = read_aligned(src_path, ref_path)
-    translator = Translator.from_checkpoint(checkpoint, device)
+    checkpoints = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+    translator = Translator.from_checkpoints(checkpoints, device)
     options = dataclasses.replace(translator.decode_options(decode_overrides), nbest=1)
+    names = ", ".join(checkpoints)
     if attention_plot:
-        check_can_plot_attention(translator, checkpoint)
+        check_can_plot_attention(translator, names)
     start = time.perf_counter()
     translated = list(translator.translate_lines(enumerate(srcs, start=1), options,
                                                  return_attention=bool(attention_plot), name=src_path))
@@ -62,7 +67,7 @@ def evaluate_command(*, checkpoint: str, src_path: str, ref_path: str, decode_ov
         for line in translated:
             write_attention_plot(translator, line, attention_plot)
     scores = score_corpus(hyps, refs, tokenize=tokenize, lowercase=lowercase)
-    _print_scores(scores, as_json, {"checkpoint": checkpoint, "src": src_path, "ref": ref_path,
+    _print_scores(scores, as_json, {"checkpoint": names, "src": src_path, "ref": ref_path,
                                     "decode": dataclasses.asdict(options),
                                     "sentences_per_second": round(len(srcs) / max(elapsed, 1e-9), 2)})
 
@@ -72,3 +77,33 @@ def _print_scores(scores: Scores, as_json: bool, context: dict[str, Any]) -> Non
         print(json.dumps({**scores.to_dict(), **context}, ensure_ascii=False))
     else:
         print("\n".join(scores.report_lines()))
+
+
+def logprob_command(*, checkpoints: list[str], src_path: str, tgt_path: str, output_path: str | None, device: str,
+                    tokens: bool, as_json: bool, batch_size: int | None) -> None:
+    """``seq2seq logprob``: forced decoding, one line per pair: ``sum<TAB>mean`` log-probability of the target
+    (natural log, EOS included), and each piece's with ``tokens``; one JSON object per pair with ``as_json``."""
+    sources, targets = read_aligned(src_path, tgt_path)
+    translator = Translator.from_checkpoints(checkpoints, device)
+    scores = translator.score_pairs(sources, targets, batch_size)
+    if output_path is None:
+        _write_pair_scores(scores, sys.stdout, translator, tokens, as_json)
+        return
+    with atomic_output(output_path) as handle:
+        _write_pair_scores(scores, handle, translator, tokens, as_json)
+    logger.info("wrote %s", output_path)
+
+
+def _write_pair_scores(scores: list[PairScore], handle: TextIO, translator: Translator, tokens: bool,
+                       as_json: bool) -> None:
+    for number, score in enumerate(scores, start=1):
+        pieces = translator.tokenizer.tgt_pieces([*score.tgt_ids, EOS_ID]) if tokens else None
+        if not as_json:
+            handle.write(format_score(score, pieces) + "\n")
+            continue
+        item: dict[str, Any] = {"line": number, "log_prob": score.log_prob, "mean_log_prob": score.mean_log_prob,
+                                "num_tokens": score.num_tokens}
+        if pieces is not None:
+            item["tokens"] = [[piece, value] for piece, value in zip(pieces, score.token_log_probs)]
+        handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    handle.flush()

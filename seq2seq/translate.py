@@ -25,7 +25,9 @@ from .checkpoint import load_model
 from .config import Config, DecodeConfig
 from .data.batches import length_sorted_batches, pad_ids
 from .device import resolve_decode_amp, resolve_device
-from .errors import ConfigError
+from .ensemble import Ensemble
+from .errors import CheckpointError, ConfigError
+from .forced import PairScore, score_pairs
 from .ids import EOS_ID
 from .plots import plot_attention, require_matplotlib
 from .search import Hypothesis, search
@@ -81,9 +83,42 @@ class Translator:
         loaded = load_model(path, resolved)
         return cls(loaded.model, loaded.tokenizer, loaded.config, resolved)
 
+    @classmethod
+    def from_checkpoints(cls, paths: list[str | Path], device: str | torch.device = "cpu") -> Translator:
+        """An ensemble of the checkpoints ``paths`` (see :mod:`seq2seq.ensemble`); one path gives the plain model.
+
+        All must hold the same tokenizer (so one target vocabulary), else CheckpointError names
+        the files. ``config`` (decode defaults, ``data.max_length``) is that of the first.
+        """
+        if not paths:
+            raise CheckpointError("no checkpoint given")
+        if len(paths) == 1:
+            return cls.from_checkpoint(paths[0], device)
+        resolved = resolve_device(device) if isinstance(device, str) else device
+        loaded = [load_model(path, resolved) for path in paths]
+        fingerprint = loaded[0].tokenizer.fingerprint()
+        for path, member in zip(paths[1:], loaded[1:]):
+            if member.tokenizer.fingerprint() != fingerprint:
+                raise CheckpointError(f"cannot ensemble {paths[0]} and {path}: the tokenizer differs, so their "
+                                      f"vocabularies do not match; an ensemble needs models trained with one tokenizer")
+        return cls(Ensemble([member.model for member in loaded]).eval(), loaded[0].tokenizer, loaded[0].config,
+                   resolved)
+
     @property
     def has_attention(self) -> bool:
+        """Whether search returns attention: for an ensemble, whether any member has attention."""
+        if isinstance(self.model, Ensemble):
+            return any(member.attention_type != "none" for member in self.model.members)
         return self.config.model.attention != "none"
+
+    def score_pairs(self, sources: list[str], targets: list[str], batch_size: int | None = None) -> list[PairScore]:
+        """Forced decoding: the log-probability the model gives each target given its source.
+
+        Returns one :class:`PairScore` per pair (sum, mean and per-token
+        log-probabilities, EOS included); ``batch_size`` in tokens defaults to ``decode.batch_size``.
+        """
+        return score_pairs(self.model, self.tokenizer, sources, targets, max_length=self.config.data.max_length,
+                           batch_size=batch_size or self.config.decode.batch_size, device=self.device)
 
     def decode_options(self, overrides: dict[str, Any] | None = None) -> DecodeConfig:
         """The checkpoint's ``decode`` settings with ``overrides`` (field name -> value) applied and validated."""
@@ -117,21 +152,23 @@ class Translator:
         naming ``name`` and the line number; an empty line gives an empty translation.
         """
         options = options or self.config.decode
+        # With decode.sampling, one generator for the whole input: the same seed and input, the same samples.
+        generator = torch.Generator(self.device).manual_seed(options.seed) if options.sampling else None
         chunk: list[tuple[int, str]] = []
         for item in lines:
             chunk.append(item)
             if len(chunk) >= chunk_lines:
-                yield from self._translate_chunk(chunk, options, return_attention, name)
+                yield from self._translate_chunk(chunk, options, return_attention, name, generator)
                 chunk = []
         if chunk:
-            yield from self._translate_chunk(chunk, options, return_attention, name)
+            yield from self._translate_chunk(chunk, options, return_attention, name, generator)
 
     def _translate_chunk(self, chunk: list[tuple[int, str]], options: DecodeConfig, return_attention: bool,
-                         name: str) -> list[TranslatedLine]:
+                         name: str, generator: torch.Generator | None = None) -> list[TranslatedLine]:
         src_ids = self._encode(chunk, name)
         nbest_lists: list[list[Hypothesis]] = [[] for _ in chunk]
         for batch in length_sorted_batches([len(ids) for ids in src_ids], options.batch_size):
-            results = self.search_ids([src_ids[i] for i in batch], options, return_attention)
+            results = self.search_ids([src_ids[i] for i in batch], options, return_attention, generator)
             for index, nbest in zip(batch, results):
                 nbest_lists[index] = nbest
         return [TranslatedLine(number=number, src_text=text, src_ids=ids,
@@ -148,11 +185,11 @@ class Translator:
                                "truncated to the first %d", name, number, len(ids), max_length, max_length)
         return [ids[:max_length] for ids in encoded]
 
-    def search_ids(self, src_ids: list[list[int]], options: DecodeConfig,
-                   return_attention: bool = False) -> list[list[Hypothesis]]:
+    def search_ids(self, src_ids: list[list[int]], options: DecodeConfig, return_attention: bool = False,
+                   generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
         """Search one batch of non-empty source id lists -> an n-best list per sentence (best first)."""
         padded, lengths = pad_ids(src_ids)
-        return search(self.model, padded.to(self.device), lengths, options, return_attention)
+        return search(self.model, padded.to(self.device), lengths, options, return_attention, generator)
 
     def _to_translations(self, src_ids: list[int], nbest: list[Hypothesis]) -> list[Translation]:
         if not src_ids:
@@ -176,13 +213,17 @@ def format_translation(line: TranslatedLine, nbest: int) -> list[str]:
     return rows + ["-inf\t"] * (nbest - len(rows))
 
 
-def translate_command(*, checkpoint: str, input_path: str | None, output_path: str | None,
+def translate_command(*, checkpoint: str | list[str], input_path: str | None, output_path: str | None,
                       decode_overrides: dict[str, Any], device: str, attention_plot: str | None) -> None:
-    """``seq2seq translate``: stdin or a file to stdout or a file, one line (or nbest lines) per input line."""
-    translator = Translator.from_checkpoint(checkpoint, device)
+    """``seq2seq translate``: stdin or a file to stdout or a file, one line (or nbest lines) per input line.
+
+    Several checkpoints are decoded as an ensemble.
+    """
+    checkpoints = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+    translator = Translator.from_checkpoints(checkpoints, device)
     options = translator.decode_options(decode_overrides)
     if attention_plot:
-        check_can_plot_attention(translator, checkpoint)
+        check_can_plot_attention(translator, ", ".join(checkpoints))
     if input_path is None and output_path is None and sys.stdin.isatty():
         _interactive(translator, options, attention_plot)
         return

@@ -9,6 +9,8 @@ translation request brings.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -147,11 +149,19 @@ class EncodedCorpus:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def collate(self, indices: list[int] | np.ndarray) -> Batch:
-        """The padded tensors of the pairs ``indices`` (in that order); see :class:`Batch`."""
+    def collate(self, indices: list[int] | np.ndarray,
+                resegment: Callable[[list[int]], tuple[list[list[int]], list[list[int]]]] | None = None) -> Batch:
+        """The padded tensors of the pairs ``indices`` (in that order); see :class:`Batch`.
+
+        ``resegment`` (subword regularisation in training) gives other ids for those pairs: the
+        batch is then built from them instead of the stored ones.
+        """
         rows = np.asarray(indices, dtype=np.int64)
         if rows.size == 0:
             raise ValueError("collate needs at least one index")
+        if resegment is not None:
+            batch = EncodedCorpus.from_ids(*resegment(rows.tolist())).collate(np.arange(len(rows)))
+            return dataclasses.replace(batch, indices=rows.tolist())
         src_lengths = self.src_lengths[rows]
         tgt_lengths = self.tgt_lengths[rows]
         src = _padded(self._src_flat, self._src_offsets[rows], src_lengths, int(src_lengths.max()))

@@ -23,6 +23,7 @@ from ..errors import DataError
 from ..textio import write_atomically
 from .batches import EncodedCorpus, SplitReport, flatten, padding_ratio
 from .corpora import SPLITS, ParallelText, Split, read_split
+from .subwords import tokenizer_from_files
 from .tokenizer import Tokenizer, hash_texts, load_or_train_tokenizer
 
 CACHE_VERSION = 1  # bump when the layout of the cached arrays changes
@@ -42,8 +43,11 @@ class PreparedData:
     cache_dir: Path | None = field(default=None, repr=False)  # where the encoded ids are cached
 
 
-def prepare(cfg: Config, verbose: bool = True) -> PreparedData:
+def prepare(cfg: Config, verbose: bool = True, tokenizer: Tokenizer | None = None) -> PreparedData:
     """Read, clean, tokenize (training the tokenizer if needed), encode and cache every configured split.
+
+    The tokenizer is ``tokenizer`` when given (fine-tuning), else the SentencePiece model file(s)
+    of ``tokenizer.model`` / ``src_model`` + ``tgt_model``, else one trained on the training text.
 
     Prints (logs) the statistics when ``verbose``; dropped and truncated pairs are
     reported as warnings either way. Raises DataError for unreadable, misaligned or
@@ -56,7 +60,8 @@ def prepare(cfg: Config, verbose: bool = True) -> PreparedData:
         raw = read_split(cfg.data, split)
         if raw is not None:
             pairs[split], empty_dropped[split] = _drop_empty(raw, split)
-    tokenizer = load_or_train_tokenizer(pairs["train"].src, pairs["train"].tgt, cfg.tokenizer, root)
+    tokenizer = (tokenizer or tokenizer_from_files(cfg.tokenizer)
+                 or load_or_train_tokenizer(pairs["train"].src, pairs["train"].tgt, cfg.tokenizer, root))
     directory = root / "data" / _data_key(tokenizer, pairs, cfg.data.max_length)
     if not (directory / "meta.json").is_file():
         encoded = {split: _encode_split(tokenizer, text, split, cfg.data.max_length, empty_dropped[split])

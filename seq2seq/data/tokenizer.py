@@ -73,6 +73,14 @@ class Tokenizer:
         """``encode_tgt`` for many sentences at once."""
         return self._tgt.encode(texts, out_type=int, num_threads=_num_threads())
 
+    def sample_src(self, text: str, alpha: float, nbest: int) -> list[int]:
+        """One SentencePiece *sampled* segmentation of a source sentence (subword regularisation)."""
+        return self._src.encode(text, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=nbest)
+
+    def sample_tgt(self, text: str, alpha: float, nbest: int) -> list[int]:
+        """One sampled segmentation of a target sentence."""
+        return self._tgt.encode(text, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=nbest)
+
     def decode_src(self, ids: Sequence[int]) -> str:
         """Plain text of source ids; stops at EOS, skips PAD and BOS."""
         return self._src.decode(_content_ids(ids))

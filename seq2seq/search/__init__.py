@@ -30,22 +30,29 @@ from ..device import resolve_decode_amp
 from .beam import beam_search
 from .common import Hypothesis, StepModel, length_penalty, mask_log_probs, max_output_lengths
 from .greedy import greedy_search
+from .sampling import sample_search
 
 __all__ = ["Hypothesis", "StepModel", "beam_search", "greedy_search", "length_penalty", "mask_log_probs",
-           "max_output_lengths", "search"]
+           "max_output_lengths", "sample_search", "search"]
 
 
 def search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, options: DecodeConfig,
-           return_attention: bool = False) -> list[list[Hypothesis]]:
+           return_attention: bool = False, generator: torch.Generator | None = None) -> list[list[Hypothesis]]:
     """Greedy search when ``options.beam_size`` is 1 (the same result, faster), beam search otherwise,
+    sampling with ``options.sampling`` (from ``generator``, else one seeded with ``options.seed``),
     without gradients and in the precision ``options.amp`` resolves to on the device of ``src_ids``.
 
     This runs under ``no_grad`` rather than ``inference_mode``: autocast keeps one low-precision
     copy of each weight for the whole search only outside inference mode (inside it, torch casts
     every weight again at every step, which costs more than bf16 saves).
     """
-    amp = resolve_decode_amp(options.amp, src_ids.device, options.beam_size)
+    # Sampling reads the distribution one row per sample, as greedy search does: it takes greedy's precision.
+    amp = resolve_decode_amp(options.amp, src_ids.device, 1 if options.sampling else options.beam_size)
     with torch.no_grad(), torch.autocast(src_ids.device.type, dtype=amp.dtype, enabled=amp.enabled):
+        if options.sampling:
+            if generator is None:
+                generator = torch.Generator(src_ids.device).manual_seed(options.seed)
+            return sample_search(model, src_ids, src_lengths, options, generator, return_attention)
         if options.beam_size == 1:
             return [[hypothesis]
                     for hypothesis in greedy_search(model, src_ids, src_lengths, options, return_attention)]

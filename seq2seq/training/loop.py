@@ -18,15 +18,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import build_checkpoint, config_of, save_checkpoint
-from ..config import Config, TrainConfig, save_config
+from ..checkpoint import build_checkpoint, config_of, load_matching_checkpoint, save_checkpoint
+from ..config import Config, TrainConfig, replace_config, save_config
 from ..data import Batch, EncodedCorpus, PreparedData, Tokenizer, prepare
+from ..data.subwords import SubwordSampler
 from ..device import AmpSettings, resolve_amp
 from ..errors import CheckpointError, DataError, Seq2SeqError, StorageError
 from ..model import Seq2Seq
 from . import distributed as dist_utils
 from .distributed import DistContext
-from .kept import keep_latest
+from .kept import keep_best, keep_latest
 from .loss import Objective
 from .lock import hold_run_dir
 from .progress import Reporter
@@ -34,7 +35,7 @@ from .run import (StopFlag, TrainState, capture_rng_state, check_resume_device, 
                   open_run, restore_training, resume_config, seed_everything, stop_signals, training_state)
 from .schedule import lr_at, update_plateau
 from .step import build_optimizer, train_step
-from .validation import Validation, validate
+from .validation import Validation, stop_score, validate
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class _Run:
     scaler: torch.amp.GradScaler
     state: TrainState
     reporter: Reporter
+    subwords: SubwordSampler | None = None  # tokenizer.sampling_alpha > 0: training batches re-segmented
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -88,7 +90,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: boo
 def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool) -> TrainResult:
     checkpoint = open_run(run_dir, resume, overwrite)
     if checkpoint is not None:
-        cfg = resume_config(config_of(checkpoint, run_dir / "last.pt"), cfg, run_dir / "last.pt")
+        stored = config_of(checkpoint, run_dir / "last.pt")
+        if not cfg.train.init_from:  # a fine-tuning run resumes without repeating --init-from
+            cfg = replace_config(cfg, "train", init_from=stored.train.init_from)
+        cfg = resume_config(stored, cfg, run_dir / "last.pt")
         check_resume_device(checkpoint, cfg, run_dir / "last.pt")
     ctx = dist_utils.init_distributed(cfg.train.device)
     try:
@@ -109,8 +114,14 @@ def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ct
     tcfg = cfg.train
     seed_everything(tcfg.seed + ctx.rank)
     amp = resolve_amp(tcfg.amp, ctx.device)
-    data = _prepare_data(cfg, checkpoint, ctx)
+    init = load_matching_checkpoint(tcfg.init_from, cfg.model) if checkpoint is None and tcfg.init_from else None
+    # Fine-tuning encodes the data with the tokenizer of the checkpoint it started from (last.pt keeps it).
+    given = Tokenizer.from_state((checkpoint or init or {})["tokenizer"]) if tcfg.init_from else None
+    data = _prepare_data(cfg, checkpoint, ctx, given)
     model = Seq2Seq.from_config(cfg.model, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size)
+    if init is not None:
+        model.load_state_dict(init["model"])
+        logger.info("fine-tuning from %s: its weights and tokenizer, a fresh optimizer and step count", tcfg.init_from)
     model.to(ctx.device)
     objective = Objective(model, tcfg.label_smoothing, tcfg.teacher_forcing)
     optimizer = build_optimizer(model, tcfg)
@@ -122,8 +133,11 @@ def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ct
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    subwords = SubwordSampler.for_training(cfg.tokenizer, data.tokenizer, data.train, cfg.data.max_length,
+                                           tcfg.seed + ctx.rank)
     return _Run(cfg=cfg, run_dir=run_dir, ctx=ctx, amp=amp, data=data, model=model, objective=objective,
-                wrapped=wrapped, optimizer=optimizer, scaler=scaler, state=state, reporter=reporter)
+                wrapped=wrapped, optimizer=optimizer, scaler=scaler, state=state, reporter=reporter,
+                subwords=subwords)
 
 
 def _loop(run: _Run, stop_flag: StopFlag) -> str:
@@ -174,6 +188,8 @@ def _finish(run: _Run, stop: str) -> TrainResult:
     else:
         best_text = (f"best dev BLEU {state.best_bleu:.2f}" if math.isfinite(state.best_bleu)
                      else "no dev set, so no best.pt")
+        if math.isfinite(state.best_score) and run.cfg.train.stop_metric != "bleu":
+            best_text += f" (best.pt by {run.cfg.train.stop_metric})"
         run.reporter.info(f"stopped ({stop}) after {state.step} steps; {best_text}; checkpoints in {run_dir}")
     best = run_dir / "best.pt"
     return TrainResult(best_bleu=state.best_bleu, steps=state.step, epochs=state.epoch, stop_reason=stop,
@@ -184,7 +200,12 @@ def _finish(run: _Run, stop: str) -> TrainResult:
 def _guarded_step(run: _Run, group: list[list[int]], num_tokens: int, lr: float) -> Tensor:
     """:func:`train_step` on this process's share of ``group``; running out of GPU memory becomes advice."""
     corpus, device = run.data.train, run.ctx.device
-    batches = [_to_device(corpus.collate(indices), device) for indices in dist_utils.rank_share(group, run.ctx)]
+    if run.subwords is not None:
+        # The loss stays divided by the stored segmentation's target tokens (num_tokens), which every
+        # process knows without talking; sampled segmentations differ from it by a few pieces.
+        run.subwords.reseed(run.state.step + 1)
+    batches = [_to_device(corpus.collate(indices, run.subwords), device)
+               for indices in dist_utils.rank_share(group, run.ctx)]
     try:
         return train_step(run.wrapped, run.optimizer, run.scaler, batches, num_tokens, lr, run.cfg.train,
                           run.amp, run.ctx)
@@ -236,14 +257,19 @@ def _validate_and_save(run: _Run) -> bool:
     if run.ctx.is_main and run.data.dev is not None:
         result = validate(run.model, run.objective, run.data.dev, run.data.tokenizer, run.cfg, run.amp,
                           run.ctx.device, state.step)
-        improved = math.isfinite(result.loss) and result.bleu > state.best_bleu  # diverged weights are no best
-        state.best_bleu = result.bleu if improved else state.best_bleu
+        score = stop_score(result, tcfg.stop_metric)  # higher is better, whichever the metric
+        improved = math.isfinite(result.loss) and score > state.best_score  # diverged weights are no best
+        state.best_score = score if improved else state.best_score
+        state.best_bleu = max(state.best_bleu, result.bleu) if math.isfinite(result.loss) else state.best_bleu
         state.bad_validations = 0 if improved else state.bad_validations + 1
         if tcfg.scheduler == "plateau":
-            state.plateau = update_plateau(state.plateau, result.bleu, tcfg)
+            state.plateau = update_plateau(state.plateau, score, tcfg)
         run.reporter.validation(result, state.best_bleu)
         if improved:
             save_checkpoint(_checkpoint(run, train_state=None), run.run_dir / "best.pt")
+        if tcfg.keep_best and math.isfinite(result.loss):
+            keep_best(run.run_dir, _checkpoint(run, train_state=None), state.step, tcfg.stop_metric,
+                      getattr(result, tcfg.stop_metric), score, tcfg.keep_best)
         patience_out = float(tcfg.patience > 0 and state.bad_validations >= tcfg.patience)
     # Only process 0 validates: the others take its learning-rate scale and its stopping decision.
     state.plateau.scale, patience_out = dist_utils.broadcast_floats([state.plateau.scale, patience_out], run.ctx)
@@ -267,11 +293,13 @@ def _save_last(run: _Run) -> Path:
     return path
 
 
-def _prepare_data(cfg: Config, checkpoint: dict[str, Any] | None, ctx: DistContext) -> PreparedData:
-    """prepare(cfg); process 0 goes first so that the others load its cached tokenizer instead of racing."""
+def _prepare_data(cfg: Config, checkpoint: dict[str, Any] | None, ctx: DistContext,
+                  tokenizer: Tokenizer | None = None) -> PreparedData:
+    """prepare(cfg) (with ``tokenizer`` if given); process 0 goes first so that the others load its cached
+    tokenizer instead of racing."""
     if not ctx.is_main:
         dist_utils.barrier(ctx)
-    data = prepare(cfg, verbose=ctx.is_main)
+    data = prepare(cfg, verbose=ctx.is_main, tokenizer=tokenizer)
     if ctx.is_main:
         dist_utils.barrier(ctx)
     if len(data.train) == 0:

@@ -39,6 +39,7 @@ class TrainState:
     epoch: int = 0  # completed epochs
     batches_done: int = 0  # of the current epoch's batch order, over all processes
     best_bleu: float = -math.inf
+    best_score: float = -math.inf  # the best train.stop_metric, signed so that higher is better
     bad_validations: int = 0  # validations since the best one (early stopping)
     last_validated: int = -1  # the step of the latest validation
     plateau: PlateauState = field(default_factory=PlateauState)
@@ -55,7 +56,8 @@ def restore_training(checkpoint: dict[str, Any], model: nn.Module, optimizer: to
     rng_states = saved["rng"]
     restore_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
     return TrainState(step=saved["step"], epoch=saved["epoch"], batches_done=saved["batches_done"],
-                      best_bleu=saved["best_bleu"], bad_validations=saved["bad_validations"],
+                      best_bleu=saved["best_bleu"], best_score=saved.get("best_score", saved["best_bleu"]),
+                      bad_validations=saved["bad_validations"],
                       last_validated=saved["last_validated"], plateau=PlateauState.from_state(saved["plateau"]))
 
 
@@ -64,7 +66,7 @@ def training_state(state: TrainState, optimizer: torch.optim.Optimizer, scaler: 
     """The ``train_state`` entry of last.pt: the loop's state, the optimizer, the scaler, every process's RNGs,
     and the device type the run trained on (so that a resume elsewhere can say what changes)."""
     return {"step": state.step, "epoch": state.epoch, "batches_done": state.batches_done,
-            "best_bleu": state.best_bleu, "bad_validations": state.bad_validations,
+            "best_bleu": state.best_bleu, "best_score": state.best_score, "bad_validations": state.bad_validations,
             "last_validated": state.last_validated, "plateau": state.plateau.to_state(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
             "device": device.type if device is not None else ""}
@@ -119,7 +121,7 @@ RUN_FILES = ("last.pt", "best.pt", "config.yaml", "train.log", "tensorboard", "c
 # What a resumed run may change: when it stops, where it runs, how it reports; decode.* may change as well.
 RESUMABLE_KEYS = ("train.device", "train.amp", "train.max_steps", "train.max_epochs", "train.patience",
                   "train.validate_every", "train.log_every", "train.max_nonfinite", "train.save_every",
-                  "train.keep_last", "data.cache_dir")
+                  "train.keep_last", "train.keep_best", "data.cache_dir")
 
 
 def open_run(run_dir: str | Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ class PlateauState:
     """Reduce-on-plateau bookkeeping; it lives in the checkpoint so that resuming keeps the same rate."""
 
     scale: float = 1.0  # product of the plateau_factor reductions so far
-    best_bleu: float = -math.inf
+    best_bleu: float = -math.inf  # the best train.stop_metric score (higher is better; named before there were others)
     bad_validations: int = 0
 
     def to_state(self) -> dict[str, float | int]:
@@ -45,7 +45,8 @@ def lr_at(step: int, cfg: TrainConfig, plateau_scale: float = 1.0) -> float:
 
 
 def update_plateau(state: PlateauState, dev_bleu: float, cfg: TrainConfig) -> PlateauState:
-    """The plateau state after a validation scoring ``dev_bleu``; the rate shrinks after too many without gain."""
+    """The plateau state after a validation scoring ``dev_bleu`` (or any stop metric, higher = better);
+    the rate shrinks after too many without gain."""
     if dev_bleu > state.best_bleu:
         return PlateauState(scale=state.scale, best_bleu=dev_bleu, bad_validations=0)
     bad = state.bad_validations + 1

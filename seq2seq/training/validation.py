@@ -49,3 +49,10 @@ def validate(model: nn.Module, objective: Objective, dev: Any, tokenizer: Any, c
     loss = sums[1].item() / max(num_tokens, 1)
     return Validation(step=step, loss=loss, ppl=math.exp(min(loss, 100.0)), bleu=scores.bleu, chrf=scores.chrf,
                       seconds=time.perf_counter() - start)
+
+
+def stop_score(result: Validation, metric: str) -> float:
+    """The value of ``train.stop_metric`` (bleu, chrf or loss) in a validation, signed so that higher is better."""
+    if metric == "loss":
+        return -result.loss
+    return result.chrf if metric == "chrf" else result.bleu

@@ -1,0 +1,26 @@
+"""Untrained tiny models saved as checkpoints: enough for tests of equivalences between decoding paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seq2seq.checkpoint import build_checkpoint, save_checkpoint
+from seq2seq.config import config_from_dict
+from seq2seq.model import Seq2Seq
+
+SENTENCES = ["ein Hund läuft im Park .", "zwei Kinder spielen .", "die Frau lächelt .",
+             "ein Mann kocht in der Küche ."]
+
+
+def write_random_checkpoint(path: Path, tokenizer: Any, seed: int, **model: Any) -> Path:
+    """A checkpoint of a randomly initialised (seeded) small model with ``tokenizer``; ``model`` overrides keys."""
+    cfg = config_from_dict({"model": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1,
+                                      "decoder_hidden_size": 32, "dropout": 0.0, **model},
+                            "decode": {"beam_size": 3, "max_length_a": 1.0, "max_length_b": 5, "amp": "off"}})
+    torch.manual_seed(seed)
+    net = Seq2Seq.from_config(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    save_checkpoint(build_checkpoint(cfg, net.state_dict(), tokenizer.to_state()), path)
+    return path
