@@ -209,7 +209,20 @@ def test_cuda_out_of_memory_names_the_batch_size(data_dir: Path, tmp_path: Path,
 
 
 def test_cpu_bf16_autocast_trains_with_fp32_master_weights(data_dir: Path, tmp_path: Path) -> None:
-    result = train(digits_config(data_dir, amp="bf16", max_steps=3), tmp_path / "run")
+    # What the Linear layers return in the training forward passes: bf16 only if autocast is on, since
+    # every weight and input is float32.
+    linear_outputs: list[torch.dtype] = []
+
+    def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(module, torch.nn.Linear) and torch.is_grad_enabled():
+            linear_outputs.append(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = train(digits_config(data_dir, amp="bf16", max_steps=3), tmp_path / "run")
+    finally:
+        hook.remove()
+    assert linear_outputs and set(linear_outputs) == {torch.bfloat16}
     assert all(math.isfinite(loss) for loss in result.losses.values())
     weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
