@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache, the tiny config and its prepared data, a small tokenizer, Multi30k paths.
+"""Shared fixtures: an isolated cache, the tiny config and its prepared data, a small tokenizer, tiny random
+checkpoints, Multi30k paths.
 
 Every test session writes its tokenizer and data caches to a fresh temporary
 directory ($SEQ2SEQ_CACHE), never to the user's ~/.cache, and Hugging Face
@@ -10,8 +11,9 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -113,3 +115,51 @@ def multi30k_dir() -> Path:
     if not (MULTI30K / "train.de.gz").is_file():
         pytest.skip(f"Multi30k data not found at {MULTI30K}")
     return MULTI30K
+
+
+# The config of every tiny random checkpoint; a test changes sections with make_checkpoint(model={...}).
+TINY_CHECKPOINT: dict[str, dict[str, Any]] = {
+    "data": {"max_length": 40},
+    "model": {"embedding_size": 8, "hidden_size": 8, "num_layers": 1, "decoder_hidden_size": 12,
+              "attention": "bahdanau", "dropout": 0.0},
+    "decode": {"beam_size": 2, "max_length_a": 0.25, "max_length_b": 4, "batch_size": 60},
+}
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_tokenizer) -> Callable[..., Path]:
+    """A factory of random (untrained) tiny Seq2Seq checkpoints with ``small_tokenizer``, saved as real files.
+
+    ``make_checkpoint(model={"attention": "none"}, decode={...})`` merges each given section over
+    TINY_CHECKPOINT's and returns the file's path; equal settings give the same file, built once per
+    session, so tests must not change it. The weights are drawn from torch seed 0.
+    """
+    from seq2seq.checkpoint import build_checkpoint, save_checkpoint
+    from seq2seq.config import config_from_dict
+    from seq2seq.model.seq2seq import Seq2Seq
+
+    directory = tmp_path_factory.mktemp("checkpoints")
+    built: dict[str, Path] = {}
+
+    def make(**sections: dict[str, Any]) -> Path:
+        unknown = set(sections) - {"data", "model", "decode"}
+        assert not unknown, f"make_checkpoint takes data, model and decode sections, not {sorted(unknown)}"
+        settings = {name: {**TINY_CHECKPOINT[name], **sections.get(name, {})} for name in TINY_CHECKPOINT}
+        key = repr(sorted((name, sorted(values.items())) for name, values in settings.items()))
+        if key not in built:
+            cfg = config_from_dict(settings)
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                model = Seq2Seq.from_config(cfg.model, small_tokenizer.src_vocab_size, small_tokenizer.tgt_vocab_size)
+            path = directory / f"tiny-{len(built)}.pt"
+            save_checkpoint(build_checkpoint(cfg, model.state_dict(), small_tokenizer.to_state()), path)
+            built[key] = path
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(make_checkpoint: Callable[..., Path]) -> Path:
+    """The default tiny random checkpoint: Bahdanau attention, data.max_length 40, beam 2 (see TINY_CHECKPOINT)."""
+    return make_checkpoint()

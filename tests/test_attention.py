@@ -28,7 +28,7 @@ def build(kind: str) -> BahdanauAttention | LuongAttention:
 
 
 def test_masked_softmax_is_the_softmax_over_real_positions_only() -> None:
-    scores = torch.randn(B, T, S)
+    scores = torch.randn(B, T, S, generator=torch.Generator().manual_seed(1))
     weights = masked_softmax(scores, src_mask())
     for b, length in enumerate(SRC_LENGTHS.tolist()):
         torch.testing.assert_close(weights[b, :, :length], torch.softmax(scores[b, :, :length], dim=-1))
@@ -69,7 +69,22 @@ def test_context_is_the_weighted_sum_of_values(kind: str) -> None:
     query, values = inputs()
     context, weights = attention(query, attention.precompute_keys(values), values, src_mask())
     torch.testing.assert_close(context, torch.einsum("bts,bsc->btc", weights, values))
-    torch.testing.assert_close(weighted_context(weights, values), context)
+
+
+def test_weighted_context_sums_the_values_with_any_weights() -> None:
+    # Weights that do not sum to 1 and a bf16 copy of the values: the helper must neither renormalise
+    # the weights nor keep float32 when the values are bf16 (the decoder's input under autocast).
+    generator = torch.Generator().manual_seed(2)
+    weights, values = torch.rand(B, T, S, generator=generator) * 3, torch.randn(B, S, C, generator=generator)
+    expected = torch.zeros(B, T, C)
+    for b in range(B):
+        for t in range(T):
+            for s in range(S):
+                expected[b, t] += weights[b, t, s] * values[b, s]
+    torch.testing.assert_close(weighted_context(weights, values), expected)
+    in_bf16 = weighted_context(weights, values.bfloat16())
+    assert in_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(in_bf16.float(), expected, rtol=0.05, atol=0.05)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -40,8 +42,38 @@ def test_too_few_batches_is_an_error() -> None:
                          device=torch.device("cpu"))
 
 
-def test_warm_up_runs_every_batch_and_reads_peak_memory() -> None:
-    seen = []
-    peak = warm_up(seen.append, _batches(3), torch.device("cpu"))
+BLOCK_MIB = 64  # above glibc's largest mmap threshold (32 MiB): freed, it leaves the resident set at once
+
+
+def _resident_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def _touch_block() -> float:
+    """Fill a BLOCK_MIB tensor (so that its pages are resident) and return the resident MiB while it lives."""
+    block = torch.ones(BLOCK_MIB * 2**20 // 4)
+    resident = _resident_mib()
+    del block
+    return resident
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the CPU peak is read from Linux /proc")
+def test_warm_up_runs_every_batch_and_reports_the_peak_of_its_own_steps() -> None:
+    seen, resident = [], []
+
+    def step(batch) -> None:
+        seen.append(batch)
+        resident.append(_touch_block())
+
+    before = _resident_mib()
+    peak = warm_up(step, _batches(3), torch.device("cpu"))
+    after = _resident_mib()
     assert len(seen) == 3
-    assert peak > 0
+    # The peak covers the block each step held, which is gone again afterwards ...
+    assert peak >= max(resident) - 1 and peak >= after + BLOCK_MIB * 0.9
+    # ... and the count started at warm_up: a no-op step peaks near where it started, below any block.
+    quiet = warm_up(lambda batch: None, _batches(3), torch.device("cpu"))
+    assert quiet < min(before, after) + BLOCK_MIB * 0.5

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from seq2seq.cli import main
 from seq2seq.config import Config, config_from_dict, config_to_dict, load_config, replace_config, save_config
 from seq2seq.errors import ConfigError
+from seq2seq.model.seq2seq import Seq2Seq
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -132,9 +134,23 @@ def test_replace_config_validates_again() -> None:
         replace_config(cfg, "train", lr=0.0)
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "tiny.yaml", "multi30k_de_en.yaml"])
-def test_shipped_configs_load(name: str) -> None:
-    assert isinstance(load_config(CONFIGS / name), Config)
+SHIPPED = sorted(path.name for path in CONFIGS.glob("*.yaml"))
+
+
+def test_the_shipped_configs_are_found() -> None:
+    # Guards the parametrisation below: an empty glob would silently test nothing.
+    assert {"quickstart.yaml", "tiny.yaml", "multi30k_de_en.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load_and_build_a_model_that_runs(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    vocab = cfg.tokenizer.vocab_size  # a joint vocabulary of the configured size, as share_embeddings needs
+    model = Seq2Seq.from_config(cfg.model, vocab, vocab).eval()
+    src_ids, tgt_in_ids = torch.randint(4, vocab, (2, 5)), torch.randint(4, vocab, (2, 3))
+    with torch.no_grad():
+        logits = model(src_ids, torch.tensor([5, 2]), tgt_in_ids)
+    assert logits.shape == (2, 3, vocab) and torch.isfinite(logits).all()
 
 
 def test_cli_reports_a_config_error_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

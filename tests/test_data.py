@@ -143,10 +143,17 @@ def test_collate_agrees_with_the_id_lists_on_random_batches() -> None:
 
 
 def test_batch_to_keeps_src_lengths_on_the_cpu() -> None:
+    # "meta" stands in for an accelerator: a device other than the CPU that every machine has.
     batch = _random_corpus(20).collate(list(range(20)))
-    moved = batch.to("cpu", non_blocking=True)
+    moved = batch.to("meta", non_blocking=True)
+    for name in ("src_ids", "tgt_in_ids", "tgt_out_ids", "tgt_lengths"):
+        tensor, original = getattr(moved, name), getattr(batch, name)
+        assert tensor.device.type == "meta", name
+        assert (tensor.shape, tensor.dtype) == (original.shape, original.dtype), name
+    # pack_padded_sequence reads the lengths on the CPU: moving them would cost a device sync per batch.
     assert moved.src_lengths.device.type == "cpu"
-    assert torch.equal(moved.tgt_out_ids, batch.tgt_out_ids)
+    assert torch.equal(moved.src_lengths, batch.src_lengths)
+    assert moved.indices == batch.indices and moved.num_tgt_tokens == batch.num_tgt_tokens
     assert len(moved) == 20
 
 

@@ -12,7 +12,6 @@ import sacrebleu
 from seq2seq.errors import ConfigError, DataError
 from seq2seq.evaluate import evaluate_command, read_aligned, score_command
 from seq2seq.metrics import score_corpus
-from test_translate import build_tiny_checkpoint
 
 HYPS = ["The cat sat on the mat .", "a dog runs in the park", "two children play ."]
 REFS = ["the cat sat on the mat .", "a dog runs in the park .", "two kids are playing ."]
@@ -67,12 +66,11 @@ def test_score_command_reads_gzip_and_prints_json(tmp_path: Path, capsys):
     assert report[0].startswith("BLEU = ") and report[1].startswith("chrF2 = ") and report[2].startswith("TER = ")
 
 
-def test_evaluate_command_translates_scores_and_writes_the_output(tmp_path: Path, capsys, small_tokenizer):
-    checkpoint = build_tiny_checkpoint(tmp_path / "tiny.pt", small_tokenizer)
+def test_evaluate_command_translates_scores_and_writes_the_output(tmp_path: Path, capsys, tiny_checkpoint: Path):
     src, ref, out = tmp_path / "src.de", tmp_path / "ref.en", tmp_path / "hyp.en"
     src.write_text("ein Hund läuft im Park .\n\ndie Frau lächelt .\n")
     ref.write_text("a dog runs in the park .\n\nthe woman smiles .\n")
-    evaluate_command(checkpoint=str(checkpoint), src_path=str(src), ref_path=str(ref),
+    evaluate_command(checkpoint=str(tiny_checkpoint), src_path=str(src), ref_path=str(ref),
                      decode_overrides={"beam_size": 3}, device="cpu", as_json=True, tokenize="13a",
                      lowercase=False, attention_plot=None, output_path=str(out))
     printed = json.loads(capsys.readouterr().out)

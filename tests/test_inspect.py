@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,11 @@ from typing import Any
 import pytest
 import torch
 
-from seq2seq.checkpoint import build_checkpoint, load_model, save_checkpoint
+from seq2seq.checkpoint import LoadedModel, load_model
 from seq2seq.cli import main
-from seq2seq.config import config_from_dict
+from seq2seq.ids import PAD_ID
 from seq2seq.inspection import inspect_sentence, report_to_dict
 from seq2seq.inspection.checks import TOLERANCE
-from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import greedy_search
 
 SENTENCE = "ein Hund läuft im Park ."
@@ -25,22 +25,12 @@ MODELS = {
 }
 
 
-def _build_checkpoint(path: Path, tokenizer: Any, model: dict[str, Any]) -> Path:
-    """A random (untrained) tiny Seq2Seq saved as a real checkpoint: inspection needs no training."""
-    cfg = config_from_dict({
-        "model": {"embedding_size": 8, "hidden_size": 6, "decoder_hidden_size": 10, "dropout": 0.0, **model},
-        "decode": {"max_length_a": 0.5, "max_length_b": 4},
-    })
-    torch.manual_seed(0)
-    seq2seq = Seq2Seq.from_config(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    save_checkpoint(build_checkpoint(cfg, seq2seq.state_dict(), tokenizer.to_state()), path)
-    return path
-
-
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory, small_tokenizer) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("inspect")
-    return {name: _build_checkpoint(directory / f"{name}.pt", small_tokenizer, model) for name, model in MODELS.items()}
+def checkpoints(make_checkpoint) -> dict[str, Path]:
+    """Random (untrained) tiny checkpoints, one per model shape: inspection needs no training."""
+    return {name: make_checkpoint(model={"hidden_size": 6, "decoder_hidden_size": 10, **model},
+                                  decode={"max_length_a": 0.5})
+            for name, model in MODELS.items()}
 
 
 def _inspect_json(capsys: pytest.CaptureFixture, checkpoint: Path, *sentences: str) -> list[dict[str, Any]]:
@@ -48,16 +38,89 @@ def _inspect_json(capsys: pytest.CaptureFixture, checkpoint: Path, *sentences: s
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
+# The facts that are equalities; every other check claims a difference.
+EQUALITIES = {"forward_final_is_output_last", "h_n_last_is_output_last", "backward_final_is_output_first",
+              "padded_output_true_last_is_h_n", "padded_h_n_equals_alone", "joined_is_h_n_per_layer",
+              "transparent_encoder", "transparent_decoder"}
+
+
+def _differences(loaded: LoadedModel, sentence: str) -> dict[str, float]:
+    """The max |difference| of each GRU fact, recomputed from ``encode`` with h_n's rows indexed directly.
+
+    h_n (L*D, B, H) holds layer k, direction d in row k*D + d; the top layer's rows are the last D.
+    """
+    model = loaded.model
+    src_ids = loaded.tokenizer.encode_src(sentence)
+    length, hidden, directions = len(src_ids), model.encoder.hidden_size, 2 if model.bidirectional else 1
+    top = (model.num_layers - 1) * directions
+
+    def diff(a: torch.Tensor, b: torch.Tensor) -> float:
+        return (a - b).abs().max().item()
+
+    with torch.no_grad():
+        alone = model.encode(torch.tensor([src_ids]), torch.tensor([length]))
+        # The sentence padded beside a longer one (its reversal, three times).
+        padded = model.encode(torch.tensor([src_ids + [PAD_ID] * (2 * length), src_ids[::-1] * 3]),
+                              torch.tensor([length, 3 * length]))
+        joined = model.join_h_n(alone.h_n)
+    h_n, output = alone.h_n[:, 0], alone.output[0]  # (L*D, H), (S, D*H)
+    found = {
+        "forward_final_is_output_last": diff(h_n[top], output[length - 1, :hidden]),
+        # Padding holds zeros in output, so its difference to the state is the state's largest entry.
+        "padded_output_last_is_not_h_n": h_n[top].abs().max().item(),
+        "padded_output_true_last_is_h_n": diff(padded.output[0, length - 1, :hidden], padded.h_n[top, 0]),
+        "padded_h_n_equals_alone": diff(padded.h_n[:, 0], h_n),
+        "joined_is_h_n_per_layer": max(diff(joined[k, 0], torch.cat([h_n[k * directions + d]
+                                                                     for d in range(directions)]))
+                                       for k in range(model.num_layers)),
+    }
+    if directions == 1:
+        found["h_n_last_is_output_last"] = diff(h_n[-1], output[-1])
+    else:
+        found["backward_final_is_output_first"] = diff(h_n[top + 1], output[0, hidden:])
+        found["backward_final_is_not_output_last"] = diff(h_n[top + 1], output[length - 1, hidden:])
+    return found
+
+
 @pytest.mark.parametrize("name", ["bi", "uni", "plain"])
-def test_every_check_holds_and_equalities_are_within_tolerance(capsys, checkpoints, name: str) -> None:
+def test_every_check_reports_the_difference_recomputed_here_and_holds(capsys, checkpoints, name: str) -> None:
     [report] = _inspect_json(capsys, checkpoints[name], SENTENCE)
-    assert report["checks"], "no checks reported"
+    expected = _differences(load_model(checkpoints[name]), SENTENCE)
+    assert set(report["checks"]) == {*expected, "transparent_encoder", "transparent_decoder"}
     for check_name, check in report["checks"].items():
         assert check["holds"], f"{check_name}: {check}"
-        if check["expect"] == "equal":
+        assert check["expect"] == ("equal" if check_name in EQUALITIES else "differ"), check_name
+        if check_name in expected:
+            assert check["max_abs_diff"] == pytest.approx(expected[check_name], rel=1e-5, abs=1e-6), check_name
+            # The recomputed differences agree with the facts: ~0 for an equality, clearly not for the others.
+            assert (expected[check_name] <= TOLERANCE) == (check_name in EQUALITIES), check_name
+        else:  # test_gates.py checks the transparent GRU itself against nn.GRU
             assert check["max_abs_diff"] <= TOLERANCE, check_name
-        else:
-            assert check["max_abs_diff"] > TOLERANCE, check_name
+
+
+def test_checks_fail_on_a_model_whose_states_break_the_facts(checkpoints, monkeypatch) -> None:
+    # Shift the encoder output the report reads (and the joined state), and the output of the padded batch:
+    # every equality read from them must then fail, by exactly the shift.
+    loaded = load_model(checkpoints["bi"])
+    model = loaded.model
+    introspect, encode = model.introspect, model.encode
+
+    def shifted_introspect(*args, **kwargs):
+        seen = introspect(*args, **kwargs)
+        return dataclasses.replace(seen, output=seen.output + 1.0, joined=seen.joined + 1.0)
+
+    def shifted_batch_encode(src_ids: torch.Tensor, src_lengths: torch.Tensor):
+        enc = encode(src_ids, src_lengths)
+        return dataclasses.replace(enc, output=enc.output + 1.0) if src_ids.size(0) > 1 else enc
+
+    monkeypatch.setattr(model, "introspect", shifted_introspect)
+    monkeypatch.setattr(model, "encode", shifted_batch_encode)
+    checks = {check.name: check for check in inspect_sentence(loaded, SENTENCE).report.checks}
+    for name in ("forward_final_is_output_last", "backward_final_is_output_first", "joined_is_h_n_per_layer",
+                 "padded_output_true_last_is_h_n"):
+        assert not checks[name].holds, name
+        assert checks[name].max_abs_diff == pytest.approx(1.0, abs=1e-5), name
+    assert checks["padded_h_n_equals_alone"].holds  # h_n was left alone
 
 
 def test_bidirectional_report_reads_h_n_view_and_the_backward_state_at_the_first_token(capsys, checkpoints) -> None:

@@ -163,6 +163,7 @@ def test_the_task_exercises_every_construction(corpus: tuple) -> None:
         assert needle in text, needle
 
 
+@pytest.mark.benchmark  # a wall-clock bound: run with -m benchmark, on a quiet machine
 def test_generation_is_fast() -> None:
     start = time.perf_counter()
     generate_corpus.__wrapped__(20000, 500, 500, 99)

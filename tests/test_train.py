@@ -74,15 +74,27 @@ def test_small_model_overfits_a_few_dozen_pairs(data_dir: Path, tmp_path: Path) 
     assert {"config.yaml", "train.log", "last.pt"} <= {p.name for p in (tmp_path / "run").iterdir()}
 
 
-def test_resume_after_a_signal_reproduces_the_uninterrupted_losses_bit_for_bit(
-        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Dropout and scheduled sampling draw random numbers, accumulation and the plateau schedule keep
-    # state: all of it must come back from last.pt.
-    cfg = digits_config(data_dir, accumulate=2, batch_size=150, teacher_forcing=0.5, scheduler="plateau",
-                      warmup_steps=2, plateau_patience=0, label_smoothing=0.1, max_steps=6, validate_every=3)
-    cfg = config_from_dict({**_as_dict(cfg), "model": {**_as_dict(cfg)["model"], "dropout": 0.3}})
-    full = train(cfg, tmp_path / "full")
+def stateful_config(data_dir: Path, **train: Any) -> Config:
+    """The digits run with every kind of state a resume must bring back from last.pt: dropout and
+    scheduled sampling draw random numbers, accumulation and the plateau schedule carry state."""
+    settings = {"accumulate": 2, "batch_size": 150, "teacher_forcing": 0.5, "scheduler": "plateau",
+                "warmup_steps": 2, "plateau_patience": 0, "label_smoothing": 0.1, "max_steps": 6,
+                "validate_every": 3, **train}
+    cfg = digits_config(data_dir, **settings)
+    return config_from_dict({**_as_dict(cfg), "model": {**_as_dict(cfg)["model"], "dropout": 0.3}})
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """Six steps of stateful_config in one run, and its run directory: what every resumed run must reproduce."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    return train(stateful_config(data_dir), run_dir), run_dir
+
+
+def test_resume_after_a_signal_reproduces_the_uninterrupted_losses_bit_for_bit(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uninterrupted: tuple[Any, Path]) -> None:
+    full, full_dir = uninterrupted
+    cfg = stateful_config(data_dir)
     calls = {"n": 0}
     real_step = train_module.train_step
 
@@ -102,16 +114,18 @@ def test_resume_after_a_signal_reproduces_the_uninterrupted_losses_bit_for_bit(
     assert second.steps == full.steps == 6
     assert {**first.losses, **second.losses} == full.losses  # exact float equality
     assert [v.bleu for v in second.validations] == [v.bleu for v in full.validations]
-    _assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "split" / "last.pt")
+    _assert_same_weights(full_dir / "last.pt", tmp_path / "split" / "last.pt")
 
 
-def test_resume_may_raise_max_steps_and_continues_exactly(data_dir: Path, tmp_path: Path) -> None:
-    full = train(digits_config(data_dir, max_steps=6), tmp_path / "full")
-    train(digits_config(data_dir, max_steps=3), tmp_path / "split")
-    resumed = train(digits_config(data_dir, max_steps=6), tmp_path / "split", resume=True)
+def test_resume_may_raise_max_steps_and_continues_exactly(data_dir: Path, tmp_path: Path,
+                                                          uninterrupted: tuple[Any, Path]) -> None:
+    full, full_dir = uninterrupted
+    train(stateful_config(data_dir, max_steps=3), tmp_path / "split")
+    resumed = train(stateful_config(data_dir, max_steps=6), tmp_path / "split", resume=True)
     assert full.losses[6] < full.losses[1]  # it learns
     assert resumed.losses == {step: loss for step, loss in full.losses.items() if step > 3}
-    _assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "split" / "last.pt")
+    assert [v.bleu for v in resumed.validations] == [v.bleu for v in full.validations if v.step > 3]
+    _assert_same_weights(full_dir / "last.pt", tmp_path / "split" / "last.pt")
 
 
 def test_resume_refuses_a_changed_model_shape_naming_the_key(data_dir: Path, tmp_path: Path) -> None:
@@ -209,7 +223,20 @@ def test_cuda_out_of_memory_names_the_batch_size(data_dir: Path, tmp_path: Path,
 
 
 def test_cpu_bf16_autocast_trains_with_fp32_master_weights(data_dir: Path, tmp_path: Path) -> None:
-    result = train(digits_config(data_dir, amp="bf16", max_steps=3), tmp_path / "run")
+    # What the Linear layers return in the training forward passes: bf16 only if autocast is on, since
+    # every weight and input is float32.
+    linear_outputs: list[torch.dtype] = []
+
+    def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(module, torch.nn.Linear) and torch.is_grad_enabled():
+            linear_outputs.append(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = train(digits_config(data_dir, amp="bf16", max_steps=3), tmp_path / "run")
+    finally:
+        hook.remove()
+    assert linear_outputs and set(linear_outputs) == {torch.bfloat16}
     assert all(math.isfinite(loss) for loss in result.losses.values())
     weights = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())

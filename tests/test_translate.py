@@ -4,45 +4,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
 from seq2seq import Translator
-from seq2seq.checkpoint import build_checkpoint, save_checkpoint
-from seq2seq.config import config_from_dict
 from seq2seq.errors import ConfigError, Seq2SeqError
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.data.batches import length_sorted_batches
 from seq2seq.textio import atomic_output
 from seq2seq.translate import TranslatedLine, Translation, format_translation
 
-MAX_SOURCE_TOKENS = 40
-
-
-def build_tiny_checkpoint(path: Path, tokenizer: Any, attention: str = "bahdanau", seed: int = 0) -> Path:
-    """A random (untrained) tiny Seq2Seq with ``tokenizer``, saved as a real checkpoint at ``path``."""
-    cfg = config_from_dict({
-        "data": {"max_length": MAX_SOURCE_TOKENS},
-        "model": {"embedding_size": 8, "hidden_size": 8, "num_layers": 1, "decoder_hidden_size": 12,
-                  "attention": attention, "dropout": 0.0},
-        "decode": {"beam_size": 2, "max_length_a": 0.25, "max_length_b": 4, "batch_size": 60},
-    })
-    torch.manual_seed(seed)
-    model = Seq2Seq.from_config(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    save_checkpoint(build_checkpoint(cfg, model.state_dict(), tokenizer.to_state()), path)
-    return path
-
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, small_tokenizer) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", small_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def translator(checkpoint: Path) -> Translator:
-    return Translator.from_checkpoint(checkpoint, device="cpu")
+def translator(tiny_checkpoint: Path) -> Translator:
+    return Translator.from_checkpoint(tiny_checkpoint, device="cpu")
 
 
 SENTENCES = ["ein Hund läuft im Park .", "", "die Frau lächelt .", "zwei Kinder spielen im Garten mit dem Hund ."]
@@ -54,7 +29,7 @@ def test_translator_returns_one_string_per_sentence_and_exposes_the_model(transl
     assert outputs[1] == ""
     assert isinstance(translator.model, Seq2Seq) and not translator.model.training
     assert translator.tokenizer.tgt_vocab_size == translator.model.tgt_vocab_size
-    assert translator.config.data.max_length == MAX_SOURCE_TOKENS
+    assert translator.config.data.max_length == 40  # the checkpoint's data section (conftest.TINY_CHECKPOINT)
 
 
 def test_translation_is_independent_of_batch_and_chunk(translator: Translator):
@@ -77,10 +52,11 @@ def test_translation_text_is_the_decoded_best_hypothesis(translator: Translator)
 
 def test_an_over_long_line_is_truncated_with_a_warning_naming_it(translator: Translator, caplog):
     long_line = " ".join(["ein Hund läuft im Park ."] * 6)
-    assert len(translator.tokenizer.encode_src(long_line)) > MAX_SOURCE_TOKENS
+    max_length = translator.config.data.max_length
+    assert len(translator.tokenizer.encode_src(long_line)) > max_length
     with caplog.at_level(logging.WARNING, logger="seq2seq.translate"):
         lines = list(translator.translate_lines([(1, "die Frau lächelt ."), (2, long_line)], name="input.txt"))
-    assert len(lines[1].src_ids) == MAX_SOURCE_TOKENS
+    assert len(lines[1].src_ids) == max_length
     assert "input.txt, line 2" in caplog.text and "line 1" not in caplog.text
 
 
@@ -136,28 +112,9 @@ def test_attention_plot_writes_a_png_per_line(translator: Translator, tmp_path: 
     assert (tmp_path / "line-000001.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_attention_plot_is_refused_for_a_model_without_attention(tmp_path: Path, small_tokenizer):
+def test_attention_plot_is_refused_for_a_model_without_attention(make_checkpoint):
     from seq2seq.translate import check_can_plot_attention
 
-    path = build_tiny_checkpoint(tmp_path / "plain.pt", small_tokenizer, attention="none")
+    path = make_checkpoint(model={"attention": "none"})
     with pytest.raises(Seq2SeqError, match="attention=none"):
         check_can_plot_attention(Translator.from_checkpoint(path), path)
-
-
-def test_plots_name_the_install_command_when_matplotlib_is_missing(monkeypatch, tmp_path: Path):
-    from seq2seq.plots import plot_attention
-
-    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # makes `import matplotlib` fail
-    with pytest.raises(Seq2SeqError, match=r"pip install 'seq2seq\[plot\]'"):
-        plot_attention(torch.ones(2, 3) / 3, ["a", "b", "c"], ["x", "</s>"], tmp_path / "a.png")
-
-
-def test_update_gate_plot_has_one_panel_per_layer(tmp_path: Path):
-    pytest.importorskip("matplotlib")
-    from seq2seq.plots import plot_update_gates
-
-    panels = [("layer 0 forward", torch.rand(4, 6)), ("layer 0 backward", torch.rand(4, 6))]
-    path = plot_update_gates(panels, ["▁ein", "▁Hund", "▁.", "</s>"], tmp_path / "gates.png", title="encoder")
-    assert path.read_bytes().startswith(b"\x89PNG")
-    with pytest.raises(ValueError, match="column labels"):
-        plot_update_gates(panels, ["▁ein"], tmp_path / "bad.png")
