@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -163,3 +164,34 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory, small_tokenizer) -
 def tiny_checkpoint(make_checkpoint: Callable[..., Path]) -> Path:
     """The default tiny random checkpoint: Bahdanau attention, data.max_length 40, beam 2 (see TINY_CHECKPOINT)."""
     return make_checkpoint()
+
+
+# Another process holding the lock. It imports seq2seq.training.lock without the package's __init__
+# (which imports torch, seconds of start-up): the lock module itself needs no torch.
+HOLD = """
+import sys, time, types
+from pathlib import Path
+import seq2seq
+package = types.ModuleType("seq2seq.training")
+package.__path__ = [str(Path(seq2seq.__file__).parent / "training")]
+sys.modules["seq2seq.training"] = package
+from seq2seq.training.lock import hold_run_dir
+with hold_run_dir(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held_run_dir(tmp_path: Path) -> Any:
+    """A run directory whose lock another process holds; yields (directory, that process)."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RANK", None)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        yield run_dir, holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -15,8 +15,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import threading
 import typing
 from pathlib import Path
@@ -315,37 +313,6 @@ def test_a_hostile_checkpoint_is_refused_without_advice_to_load_it_unsafely(tmp_
 
 
 # -- the run directory lock -----------------------------------------------------------------------------------------
-
-
-# Another process holding the lock. It imports seq2seq.training.lock without the package's __init__
-# (which imports torch, seconds of start-up): the lock module itself needs no torch.
-HOLD = """
-import sys, time, types
-from pathlib import Path
-import seq2seq
-package = types.ModuleType("seq2seq.training")
-package.__path__ = [str(Path(seq2seq.__file__).parent / "training")]
-sys.modules["seq2seq.training"] = package
-from seq2seq.training.lock import hold_run_dir
-with hold_run_dir(Path(sys.argv[1])):
-    print("held", flush=True)
-    time.sleep(120)
-"""
-
-
-@pytest.fixture
-def held_run_dir(tmp_path: Path) -> Any:
-    """A run directory whose lock another process holds; yields (directory, that process)."""
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("RANK", None)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir)], stdout=subprocess.PIPE, env=env)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
-        yield run_dir, holder
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_held_run_directory_is_refused_naming_the_holder_and_freed_when_it_dies(held_run_dir) -> None:

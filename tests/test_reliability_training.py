@@ -29,7 +29,6 @@ from seq2seq.training import train
 from seq2seq.training.lock import RunDirectoryInUse
 
 from digits import write_digit_pairs  # tests/digits.py
-from test_reliability import held_run_dir  # noqa: F401 - a fixture: another process holding a run directory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
