@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,15 +42,22 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from benchmarking import (BatchSize, DecodeThroughput, MachineInfo, Throughput, batch_size_for,
                           decoding_batches, describe_machine, package_trainer, reencode, time_decoding,
                           time_interleaved, training_batches, warm_up)
+from flops import CountingModel, FlopCount, batch_work, count_flops, matmul_peak_step, peak_flops
 from seq2seq.checkpoint import load_model
 from seq2seq.config import Config, ModelConfig, load_config
 from seq2seq.data import Batch, prepare
-from seq2seq.device import AmpSettings, resolve_amp, resolve_decode_amp, resolve_device
+from seq2seq.device import (AmpSettings, cpu_has_bf16_matrix_units, resolve_amp, resolve_decode_amp,
+                            resolve_device)
 from seq2seq.errors import ConfigError, Seq2SeqError
 
 # What this CPU should reach at about 950 real target tokens per batch (the issue's targets).
 TARGETS = {"train_tokens_per_s": 2600.0, "package_over_floor": 1.15, "greedy_sents_per_s": 550.0,
            "beam5_sents_per_s": 160.0}
+# Shares of the same-run fp32 matmul peak (these hold on any CPU): training fp32, and package/floor.
+SHARE_TARGETS = {"train_share_of_peak": 0.60, "package_over_floor": 0.70, "greedy_share_of_peak": 0.55,
+                 "beam5_share_of_peak": 0.55}
+PEAK = "matmul peak"
+NO_BF16_UNITS = "skipped: this CPU has no bf16 matrix units (AMX), so bf16 is emulated and many times slower"
 DECODE_BATCH_SENTENCES = 64
 
 
@@ -167,6 +175,7 @@ class TrainFigure:
     throughput: Throughput | None
     note: str = ""
     peak_memory_mib: float = float("nan")  # read during the phase's warm-up
+    flops_per_tgt_token: float = float("nan")  # of a training step, by hand (flops.py)
 
     @property
     def label(self) -> str:
@@ -195,7 +204,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--decode-repeats", type=int,
                         help="rounds of each search, taking turns; the median round counts (default 3; quick 1)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--fp32-only", action="store_true", help="skip the bf16 phases and searches")
+    parser.add_argument("--skip-luong", action="store_true", help="skip the Luong training phases")
     args = parser.parse_args(argv)
+    args.precisions = ("fp32",) if args.fp32_only else ("fp32", "bf16")
     defaults = (3, 4, 2, 1) if args.quick else (5, 20, 5, 3)
     for key, default in zip(("windows", "steps_per_window", "warmup", "decode_repeats"), defaults):
         if getattr(args, key) is None:
@@ -209,8 +221,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run_training(args: argparse.Namespace, ref_cfg: Config, luong_cfg: Config, data: Any,
-                 batch_size: BatchSize, device: torch.device) -> list[TrainFigure]:
-    """The six phases (package, floor, Luong; fp32 and bf16) on the same batches in the same order.
+                 batch_size: BatchSize, device: torch.device) -> tuple[list[TrainFigure], float]:
+    """The six phases (package, floor, Luong; fp32 and bf16) on the same batches in the same order, and the
+    median FLOP/s of a large fp32 matmul timed as a seventh phase between them (the same-run peak).
 
     Each phase is built and warmed up in turn (its peak memory is read there); then the
     timed windows run round-robin across the phases, so that a noisy spell on a shared
@@ -218,22 +231,40 @@ def run_training(args: argparse.Namespace, ref_cfg: Config, luong_cfg: Config, d
     """
     batches = training_batches(data.train, batch_size.max_tokens, args.warmup + args.windows * args.steps_per_window,
                                device, seed=ref_cfg.train.seed)
+    cfg_of = {"package": ref_cfg, "floor": ref_cfg, "package luong": luong_cfg}
+    if args.skip_luong:
+        del cfg_of["package luong"]
     warmup_batches, timed_batches = batches[:args.warmup], batches[args.warmup:]
     figures, steps = [], {}
-    for name, cfg in (("package", ref_cfg), ("floor", ref_cfg), ("package luong", luong_cfg)):
-        for precision in ("fp32", "bf16"):
+    for name, cfg in cfg_of.items():
+        for precision in args.precisions:
             with progress(f"building and warming up {name} {precision}"):
                 figure, step = build_training_phase(name, cfg, precision, data.tokenizer, warmup_batches, device)
             figures.append(figure)
             if step is not None:
                 steps[figure.label] = step
+    peak_step, peak_flops_per_step = matmul_peak_step(device)
+    steps[PEAK] = peak_step
     with progress(f"timing {args.windows} windows x {args.steps_per_window} steps of each phase, round-robin"):
         timed = time_interleaved(steps, timed_batches, windows=args.windows, steps_per_window=args.steps_per_window,
                                  device=device)
     for figure in figures:
         if figure.label in timed:
             figure.throughput = dataclasses.replace(timed[figure.label], peak_memory_mib=figure.peak_memory_mib)
-    return figures
+            figure.flops_per_tgt_token = training_flops_per_tgt_token(
+                cfg_of[figure.name].model, data.tokenizer.tgt_vocab_size, timed_batches)
+    peak = timed[PEAK]
+    peak_per_window = [rate / tokens * args.steps_per_window * peak_flops_per_step
+                       for rate, tokens in zip(peak.per_window, peak.units_per_window)]
+    return figures, statistics.median(peak_per_window)
+
+
+def training_flops_per_tgt_token(model_cfg: ModelConfig, tgt_vocab_size: int, batches: list[Batch]) -> float:
+    """FLOPs of a training step (3x the forward) per real target token, over exactly the timed batches."""
+    count = count_flops(model_cfg, tgt_vocab_size)
+    work = [batch_work(b.src_lengths, (b.tgt_out_ids != 0).sum(1)) for b in batches]
+    src, tgt, pairs = (sum(w[i] for w in work) for i in range(3))
+    return 3.0 * count.forward(src, tgt, pairs) / tgt
 
 
 def build_training_phase(name: str, cfg: Config, precision: str, tokenizer: Any, warmup_batches: list[Batch],
@@ -244,6 +275,8 @@ def build_training_phase(name: str, cfg: Config, precision: str, tokenizer: Any,
         amp = resolve_amp("off" if precision == "fp32" else "bf16", device)
     except ConfigError as exc:
         return TrainFigure(name, precision, 0, None, note=str(exc)), None
+    if amp.enabled and device.type == "cpu" and not cpu_has_bf16_matrix_units():
+        return TrainFigure(name, precision, 0, None, note=NO_BF16_UNITS), None
     src_vocab, tgt_vocab = tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
     if name == "floor":
         model, step = floor_trainer(cfg.model, cfg.train, src_vocab, tgt_vocab, device, amp)
@@ -256,34 +289,39 @@ def build_training_phase(name: str, cfg: Config, precision: str, tokenizer: Any,
 
 
 def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
-                 device: torch.device) -> tuple[str, dict[str, DecodeThroughput], dict[str, str]]:
+                 device: torch.device) -> tuple[str, dict[str, DecodeThroughput], dict[str, str], float]:
     """Greedy and beam-5 search over test_2016_flickr (a subset with --quick), fp32 and under bf16 autocast.
 
     The four searches take turns, ``--decode-repeats`` rounds; each keeps its median round.
     Returns which weights were used, the figures under greedy, beam5 (fp32), greedy_bf16, beam5_bf16, and
-    the precision ``decode.amp: auto`` picks here for greedy and beam5.
+    the precision ``decode.amp: auto`` picks here for greedy and beam5, and the median FLOP/s of a large
+    fp32 matmul timed before, between and after the rounds (the same-run peak).
     """
     if data.test is None:
         raise ConfigError(f"{args.config} has no data.test split to time decoding on")
     if args.checkpoint is not None:
         loaded = load_model(args.checkpoint, device)
         model, tokenizer, weights = loaded.model, loaded.tokenizer, f"trained weights from {args.checkpoint}"
+        model_cfg = loaded.config.model
     else:
         torch.manual_seed(ref_cfg.train.seed)
         from seq2seq.model.seq2seq import Seq2Seq
 
         model = Seq2Seq.from_config(ref_cfg.model, data.tokenizer.src_vocab_size,
                                     data.tokenizer.tgt_vocab_size).to(device)
-        tokenizer = data.tokenizer
+        tokenizer, model_cfg = data.tokenizer, ref_cfg.model
         weights = "random weights (every sentence runs to the length limit: not representative; pass --checkpoint)"
     test = reencode(data.test, tokenizer, ref_cfg.data.max_length)
     batches = decoding_batches(test, DECODE_BATCH_SENTENCES, device, limit=256 if args.quick else None)
     searches = {}
-    for amp in ("off", "bf16"):
+    for amp in ("off", "bf16") if "bf16" in args.precisions else ("off",):
         try:
             resolve_amp(amp, device)
         except ConfigError:
             continue  # a GPU without bf16: its fp32 figures still stand
+        if amp == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
+            print(f"  bf16 searches {NO_BF16_UNITS}", file=sys.stderr)
+            continue
         for key, beam_size in (("greedy", 1), ("beam5", 5)):
             options = dataclasses.replace(ref_cfg.decode, beam_size=beam_size, nbest=1, amp=amp)
             searches[key if amp == "off" else f"{key}_bf16"] = options
@@ -292,11 +330,27 @@ def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
     default_precision = {key: resolve_decode_amp("auto", device, beam_size).precision
                          for key, beam_size in (("greedy", 1), ("beam5", 5))}
     rounds: dict[str, list[DecodeThroughput]] = {key: [] for key in searches}
+    with progress(f"counting the FLOPs of each search (one untimed pass each)"):
+        flops = {key: search_flops(model, model_cfg, batches, options) for key, options in searches.items()}
+    peaks = []
     with progress(f"decoding: {len(searches)} searches x {args.decode_repeats} rounds, taking turns"):
         for _ in range(args.decode_repeats):
+            peaks.append(peak_flops(device))
             for key, options in searches.items():
                 rounds[key].append(time_decoding(model, batches, options, device))
-    return weights, {key: median_round(results) for key, results in rounds.items()}, default_precision
+        peaks.append(peak_flops(device))
+    results = {key: dataclasses.replace(median_round(r), flops=flops[key]) for key, r in rounds.items()}
+    return weights, results, default_precision, statistics.median(peaks)
+
+
+def search_flops(model: nn.Module, model_cfg: ModelConfig, batches: list[Batch], options: Any) -> float:
+    """The FLOPs one search over ``batches`` asks of the model (encoder, and one decoder step per hypothesis)."""
+    from seq2seq.search import search
+
+    counter = CountingModel(model.eval())
+    for batch in batches:
+        search(counter, batch.src_ids, batch.src_lengths, options)
+    return count_flops(model_cfg, model.tgt_vocab_size).forward(counter.src_tokens, counter.steps, counter.pairs)
 
 
 def median_round(results: list[DecodeThroughput]) -> DecodeThroughput:
@@ -322,8 +376,8 @@ def figures_dict(machine: MachineInfo, args: argparse.Namespace, batch_size: Bat
     by_name = {(f.name, f.precision): f for f in training}
 
     def rate(name: str, precision: str) -> float | None:
-        figure = by_name[(name, precision)]
-        return None if figure.throughput is None else figure.throughput.median
+        figure = by_name.get((name, precision))
+        return None if figure is None or figure.throughput is None else figure.throughput.median
 
     package, floor = rate("package", "fp32"), rate("floor", "fp32")
     out: dict[str, Any] = {
@@ -412,7 +466,47 @@ def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[st
         print(f"{label:<13}{figures[rate_key]:>9,.1f} sents/s{figures[f'{key}_peak_memory_mib']:>12,.0f} "
               f"MiB {memory}{per_sentence:>8.1f} output tokens/sentence{default}")
     print()
+    print_flops(figures, training)
+    print()
     print_targets(figures)
+
+
+def flop_figures(training: list[TrainFigure], train_peak: float, decoding: dict[str, DecodeThroughput],
+                 decode_peak: float) -> dict[str, Any]:
+    """Achieved model FLOP/s of every phase and its share of the matmul peak timed in the same rounds."""
+    out: dict[str, Any] = {"train_peak_flops": train_peak, "decode_peak_flops": decode_peak}
+    for figure in training:
+        if figure.throughput is not None:
+            key = figure.name.replace(" ", "_") + "_" + figure.precision
+            achieved = figure.throughput.median * figure.flops_per_tgt_token
+            out[f"{key}_flops_per_tgt_token"] = figure.flops_per_tgt_token
+            out[f"{key}_flops_per_s"] = achieved
+            out[f"{key}_share_of_peak"] = achieved / train_peak
+    for key, result in decoding.items():
+        achieved = result.flops / result.seconds
+        out[f"{key}_flops_per_s"] = achieved
+        out[f"{key}_share_of_peak"] = achieved / decode_peak
+        out[f"{key}_flops"] = result.flops
+    out["train_share_of_peak"] = out.get("package_fp32_share_of_peak")
+    out["greedy_share_of_peak"] = out.get("greedy_share_of_peak")
+    out["beam5_share_of_peak"] = out.get("beam5_share_of_peak")
+    return out
+
+
+def print_flops(figures: dict[str, Any], training: list[TrainFigure]) -> None:
+    """Model FLOPs per token (by hand, flops.py), achieved FLOP/s and the share of the same-run fp32 matmul peak."""
+    print(f"matmul peak (fp32, {figures['machine_threads']} threads, same run): training rounds "
+          f"{figures['train_peak_flops'] / 1e9:.1f} GFLOP/s, decoding rounds {figures['decode_peak_flops'] / 1e9:.1f}")
+    for figure in training:
+        key = figure.name.replace(" ", "_") + "_" + figure.precision
+        if f"{key}_flops_per_s" in figures:
+            print(f"{figure.label:<22}{figures[f'{key}_flops_per_tgt_token'] / 1e6:>8.1f} MFLOP per target token "
+                  f"(training step){figures[f'{key}_flops_per_s'] / 1e9:>8.1f} GFLOP/s "
+                  f"{100 * figures[f'{key}_share_of_peak']:>5.1f}% of peak")
+    for key in ("greedy", "beam5", "greedy_bf16", "beam5_bf16"):
+        if f"{key}_flops_per_s" in figures:
+            print(f"{key:<22}{figures[f'{key}_flops'] / 1e9:>8.1f} GFLOP per search{figures[f'{key}_flops_per_s'] / 1e9:>17.1f}"
+                  f" GFLOP/s {100 * figures[f'{key}_share_of_peak']:>5.1f}% of peak")
 
 
 def print_targets(figures: dict[str, Any]) -> None:
@@ -431,6 +525,14 @@ def print_targets(figures: dict[str, Any]) -> None:
         shown = "n/a" if value is None else f"{value:,.2f}" if target < 10 else f"{value:,.0f}"
         parts.append(f"{label} {shown} ({sense} {target:g}: {'met' if met else 'MISSED'})")
     print("targets   " + "; ".join(parts))
+    shares = []
+    for key, target in SHARE_TARGETS.items():
+        value = figures.get(key)
+        sense = "<=" if key == "package_over_floor" else ">="
+        met = value is not None and (value <= target if sense == "<=" else value >= target)
+        shares.append(f"{key} {'n/a' if value is None else f'{value:.3f}'} ({sense} {target:g}: "
+                      f"{'met' if met else 'MISSED'})")
+    print("shares    " + "; ".join(shares))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,13 +549,14 @@ def main(argv: list[str] | None = None) -> int:
         with progress("preparing the data"):
             data = prepare(ref_cfg, verbose=False)
         batch_size = batch_size_for(data.train, args.tgt_tokens_per_batch, seed=ref_cfg.train.seed)
-        training = run_training(args, ref_cfg, luong_cfg, data, batch_size, device)
-        weights, decoding, decode_precision = run_decoding(args, ref_cfg, data, device)
+        training, train_peak = run_training(args, ref_cfg, luong_cfg, data, batch_size, device)
+        weights, decoding, decode_precision, decode_peak = run_decoding(args, ref_cfg, data, device)
     except Seq2SeqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     train_tokens = int(data.train.tgt_lengths.sum()) + len(data.train)
     figures = figures_dict(machine, args, batch_size, train_tokens, training, weights, decoding, decode_precision)
+    figures.update(flop_figures(training, train_peak, decoding, decode_peak))
     print_table(machine, args, figures, training, weights)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

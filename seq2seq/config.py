@@ -137,6 +137,9 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     log_every: int = 100  # steps between log lines (the only host synchronisation of the loss)
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
+    # Deterministic algorithms (torch, cuDNN, cuBLAS's CUBLAS_WORKSPACE_CONFIG): a resumed CUDA run then
+    # repeats the uninterrupted one bit for bit, at some cost in speed. CPU runs are exact without it.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size", "must be at least 1", self.batch_size)

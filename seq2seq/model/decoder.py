@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import build_attention
-from .encoder import EncoderOutput
+from .encoder import EncoderOutput, run_gru
 from .fused import LoopWeights, StepwiseRecurrence, gather_weights, loop_parameters, product_dtype, run_loop
 
 AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
@@ -161,7 +161,7 @@ class Decoder(nn.Module):
         if state.context is not None:
             # Cho et al. 2014: the fixed context enters every step (and the readout below).
             gru_input = torch.cat([embedded, state.context[:, None, :].expand(-1, embedded.size(1), -1)], dim=-1)
-        top, hidden = self.gru(gru_input, state.hidden)
+        top, hidden = run_gru(self.gru, gru_input, state.hidden, self.training)
         context, attention = state.context, None
         if self.attention is not None:
             context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
@@ -192,7 +192,8 @@ class Decoder(nn.Module):
         if self.attention_type == "bahdanau":
             return self._bahdanau(embedded_t[:, None, :], state, enc)
         # Luong et al. 2015 input feeding: the previous readout joins the input; attend from the new output.
-        top, hidden = self.gru(torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden)
+        top, hidden = run_gru(self.gru, torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden,
+                              self.training)
         context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
         readout = self._readout(top, context, embedded_t[:, None, :])
         return _Recurrence(top=top, context=context, attention=attention, readout=readout,

@@ -29,7 +29,7 @@ from .distributed import DistContext
 from .loss import Objective
 from .progress import Reporter
 from .run import (StopFlag, TrainState, capture_rng_state, clear_run, open_run, restore_training, resume_config,
-                  seed_everything, stop_signals, training_state)
+                  seed_everything, stop_signals, training_state, use_deterministic_algorithms)
 from .schedule import lr_at, update_plateau
 from .step import build_optimizer, train_step
 from .validation import Validation, validate
@@ -91,6 +91,7 @@ def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ct
     """Seed, data, model, optimizer, and the state of the checkpoint being resumed, if any."""
     tcfg = cfg.train
     seed_everything(tcfg.seed + ctx.rank)
+    use_deterministic_algorithms(tcfg.deterministic)
     amp = resolve_amp(tcfg.amp, ctx.device)
     data = _prepare_data(cfg, checkpoint, ctx)
     model = Seq2Seq.from_config(cfg.model, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size)
