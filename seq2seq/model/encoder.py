@@ -55,8 +55,8 @@ def cpu_lengths(lengths: Tensor) -> Tensor:
 
 
 def to_device_async(tensor: Tensor, device: torch.device) -> Tensor:
-    """A CPU tensor on ``device`` without making the host wait: through pinned memory on CUDA."""
-    if device.type != "cuda":
+    """``tensor`` on ``device`` without making the host wait: a CPU tensor goes through pinned memory to CUDA."""
+    if device.type != "cuda" or tensor.device == device:
         return tensor.to(device)
     return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
 
