@@ -271,12 +271,12 @@ def build_training_phase(name: str, cfg: Config, precision: str, tokenizer: Any,
                          device: torch.device) -> tuple[TrainFigure, Callable[[Batch], Any] | None]:
     """A fresh model (the floor, or the package's) with its training step, warmed up; None where
     the precision cannot run on this device (the figure's note says why)."""
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
+        return TrainFigure(name, precision, 0, None, note=NO_BF16_UNITS), None
     try:
         amp = resolve_amp("off" if precision == "fp32" else "bf16", device)
     except ConfigError as exc:
         return TrainFigure(name, precision, 0, None, note=str(exc)), None
-    if amp.enabled and device.type == "cpu" and not cpu_has_bf16_matrix_units():
-        return TrainFigure(name, precision, 0, None, note=NO_BF16_UNITS), None
     src_vocab, tgt_vocab = tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
     if name == "floor":
         model, step = floor_trainer(cfg.model, cfg.train, src_vocab, tgt_vocab, device, amp)
@@ -315,13 +315,13 @@ def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
     batches = decoding_batches(test, DECODE_BATCH_SENTENCES, device, limit=256 if args.quick else None)
     searches = {}
     for amp in ("off", "bf16") if "bf16" in args.precisions else ("off",):
+        if amp == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
+            print(f"  bf16 searches {NO_BF16_UNITS}", file=sys.stderr)
+            continue
         try:
             resolve_amp(amp, device)
         except ConfigError:
             continue  # a GPU without bf16: its fp32 figures still stand
-        if amp == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
-            print(f"  bf16 searches {NO_BF16_UNITS}", file=sys.stderr)
-            continue
         for key, beam_size in (("greedy", 1), ("beam5", 5)):
             options = dataclasses.replace(ref_cfg.decode, beam_size=beam_size, nbest=1, amp=amp)
             searches[key if amp == "off" else f"{key}_bf16"] = options
