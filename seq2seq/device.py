@@ -12,6 +12,13 @@ from .errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device`` without making the host wait: a CPU tensor goes through pinned memory to CUDA."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
+
+
 def resolve_device(spec: str) -> torch.device:
     """``auto`` is the first CUDA GPU when there is one, else the CPU; ``cuda[:N]`` must exist."""
     if spec == "auto":

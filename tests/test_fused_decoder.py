@@ -135,6 +135,23 @@ def _differentiable_weights(params: list[torch.Tensor], num_layers: int) -> Loop
                        ih_context=ih_context, energy=energy[0])
 
 
+def test_training_and_stepping_never_call_the_decoders_nn_gru_unless_it_is_hooked() -> None:
+    model, (src, lengths, tgt_in) = _model(2).train(), _batch()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nn.GRU called")
+
+    model.decoder.gru.forward = refuse
+    model(src, lengths, tgt_in).sum().backward()
+    enc = model.encode(src, lengths)
+    model.decode_step(tgt_in[:, 0], model.init_state(enc), enc)
+    calls = []
+    del model.decoder.gru.forward
+    model.decoder.gru.register_forward_hook(lambda *_: calls.append(1))  # inspection records nn.GRU calls
+    model(src, lengths, tgt_in)
+    assert len(calls) == tgt_in.size(1)
+
+
 def test_dropout_between_layers_comes_from_torchs_generator() -> None:
     model, batch = _model(2, dropout=0.5).train(), _batch()
     torch.manual_seed(11)

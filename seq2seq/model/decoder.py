@@ -172,7 +172,7 @@ class Decoder(nn.Module):
 
     def _loop(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """Step-wise teacher forcing: the recurrent part per time step, its outputs stacked to (B, T, *)."""
-        if self.attention_type == "bahdanau":
+        if self.attention_type == "bahdanau" and not (self.gru._forward_hooks or self.gru._forward_pre_hooks):
             return self._bahdanau(embedded, state, enc)
         steps = []
         for embedded_t in embedded.unbind(1):
@@ -190,6 +190,13 @@ class Decoder(nn.Module):
     def _recurrent_step(self, embedded_t: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """One step of a step-wise decoder: embedded_t (B, E) -> a _Recurrence with T = 1."""
         if self.attention_type == "bahdanau":
+            if self.gru._forward_hooks or self.gru._forward_pre_hooks:
+                # Someone watches nn.GRU's calls (inspection.gates.record_calls): make them, one per step.
+                context, attention = self.attention(state.hidden[-1][:, None, :], enc.keys, enc.output, enc.src_mask)
+                top, hidden = run_gru(self.gru, torch.cat([embedded_t[:, None, :], context], dim=-1), state.hidden,
+                                      self.training)
+                return _Recurrence(top=top, context=context, attention=attention, readout=None,
+                                   state=DecoderState(hidden=hidden))
             return self._bahdanau(embedded_t[:, None, :], state, enc)
         # Luong et al. 2015 input feeding: the previous readout joins the input; attend from the new output.
         top, hidden = run_gru(self.gru, torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden,

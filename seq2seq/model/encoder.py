@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ..device import to_device_async
+
 
 @dataclass
 class EncoderOutput:
@@ -52,13 +54,6 @@ def cpu_lengths(lengths: Tensor) -> Tensor:
     if lengths.device.type == "cpu":
         return lengths.long()
     return lengths.to("cpu", torch.long)
-
-
-def to_device_async(tensor: Tensor, device: torch.device) -> Tensor:
-    """``tensor`` on ``device`` without making the host wait: a CPU tensor goes through pinned memory to CUDA."""
-    if device.type != "cuda" or tensor.device == device:
-        return tensor.to(device)
-    return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
 
 
 def run_gru(gru: nn.GRU, inputs: Tensor | PackedSequence, hidden: Tensor | None = None, training: bool = False

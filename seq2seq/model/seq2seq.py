@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 from .decoder import AttentionType, Decoder, DecoderState, StepOutput
-from .encoder import Encoder, EncoderOutput, join_directions, to_device_async
+from ..device import to_device_async
+from .encoder import Encoder, EncoderOutput, join_directions
 
 logger = logging.getLogger(__name__)
 
