@@ -133,8 +133,9 @@ def test_grus_run_in_fp32_under_bf16_autocast_never_fp16(attention: str) -> None
     model = _tiny_model(attention)
     seen: list[torch.dtype] = []
     for gru in (model.encoder.gru, model.decoder.gru):
-        gru.register_forward_pre_hook(
-            lambda module, args: seen.append((args[0].data if isinstance(args[0], PackedSequence) else args[0]).dtype))
+        # The output's dtype is the kernel's: autocast casts inside the operator, after a pre-hook looks.
+        gru.register_forward_hook(
+            lambda module, args, out: seen.append((out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype))
     src = torch.randint(4, 40, (3, 5), device="cuda")
     lengths, tgt_in = torch.tensor([5, 2, 4]), torch.randint(4, 40, (3, 6), device="cuda")
     for mode in (model.eval, model.train):  # one nn.GRU call, and the per-layer calls of training with dropout
@@ -145,7 +146,7 @@ def test_grus_run_in_fp32_under_bf16_autocast_never_fp16(attention: str) -> None
         assert enc.output.dtype == torch.float32 and enc.h_n.dtype == torch.float32
         assert torch.isfinite(logits.float()).all()
     assert seen and set(seen) == {torch.float32}
-    print(f"GRU input dtype under bf16 autocast ({attention}): {sorted(str(d) for d in set(seen))}")
+    print(f"GRU output dtype under bf16 autocast ({attention}): {sorted(str(d) for d in set(seen))}")
 
 
 def test_search_on_cuda_decodes_the_fixture_as_recorded_with_one_host_sync_per_step() -> None:

@@ -53,14 +53,15 @@ class LoopWeights:
 
 @dataclass
 class LoopTrace:
-    """What the backward pass needs from the forward, time-major: hiddens[l] (T+1, B, H) with h_0 first;
-    gates[l] = r, z, n, W_hn h + b_hn, each (T, B, H); query (T, B, A); context (T, B, C); weights (T, B, S)."""
+    """What the backward pass needs from the forward, per step (lists, so the forward copies nothing):
+    hiddens[l] T+1 states (B, H), h_0 first; gates[l] T tuples r, z, n, W_hn h + b_hn, each (B, H);
+    query T tensors (B, A); context (T, B, C) and weights (T, B, S), the loop's own outputs."""
 
-    hiddens: list[Tensor]
-    gates: list[tuple[Tensor, Tensor, Tensor, Tensor]]
-    query: Tensor
-    context: Tensor
-    weights: Tensor
+    hiddens: list[list[Tensor]]
+    gates: list[list[tuple[Tensor, Tensor, Tensor, Tensor]]]
+    query: list[Tensor]
+    context: Tensor | None = None
+    weights: Tensor | None = None
 
 
 def product_dtype(device: torch.device) -> torch.dtype:
@@ -149,26 +150,20 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
             gh = gh_top if k == layers - 1 else _affine(states[k], w.hh[k], w.hh_bias[k])
             states[k], gates = gru_cell(x_gi, gh, states[k])
             if trace is not None:
-                trace.hiddens[k][t + 1] = states[k]
-                for saved, value in zip(trace.gates[k], gates):
-                    saved[t] = value
+                trace.hiddens[k].append(states[k])
+                trace.gates[k].append(gates)
         if trace is not None:
-            trace.query[t], trace.context[t], trace.weights[t] = query, context, weights
+            trace.query.append(query)
         tops.append(states[-1])
         contexts.append(context)
         all_weights.append(weights)
     return torch.stack(tops), torch.stack(contexts), torch.stack(all_weights), torch.stack(states)
 
 
-def new_trace(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor) -> LoopTrace:
-    steps, (layers, batch, size) = gi_embedded.size(0), hidden.shape
-    like = lambda *shape: gi_embedded.new_empty(shape, dtype=torch.float32)  # noqa: E731
-    hiddens = [like(steps + 1, batch, size) for _ in range(layers)]
-    for k in range(layers):
-        hiddens[k][0] = hidden[k]
-    return LoopTrace(hiddens=hiddens, gates=[tuple(like(steps, batch, size) for _ in range(4)) for _ in range(layers)],
-                     query=like(steps, batch, keys.size(2)), context=like(steps, batch, values.size(2)),
-                     weights=like(steps, batch, keys.size(1)))
+def new_trace(hidden: Tensor) -> LoopTrace:
+    """An empty trace for a loop starting from hidden (L, B, H)."""
+    return LoopTrace(hiddens=[[h] for h in hidden.float().unbind(0)], gates=[[] for _ in range(hidden.size(0))],
+                     query=[])
 
 
 def _mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -205,8 +200,9 @@ class StepwiseRecurrence(torch.autograd.Function):
         with torch.autocast(gi_embedded.device.type, enabled=False):
             w = gather_weights(gru, query_proj, energy, embedding_size, dtype)
             keys_c, values_c = keys.to(dtype), values.to(dtype)
-            trace = new_trace(gi_embedded, hidden, keys, values)
+            trace = new_trace(hidden)
             outputs = run_loop(gi_embedded.float(), hidden, keys_c, values_c, mask_bias, drop, w, trace)
+            trace.context, trace.weights = outputs[1], outputs[2]
         ctx.trace, ctx.w, ctx.drop = trace, w, drop
         ctx.save_for_backward(keys_c, values_c)
         ctx.dtypes = (gi_embedded.dtype, hidden.dtype, keys.dtype, values.dtype)
@@ -223,7 +219,7 @@ class StepwiseRecurrence(torch.autograd.Function):
             grads = _weight_grads(d_gi, d_gh, d_top_q, d_ctx, trace, drop, w.top.dtype)
             d_values = torch.bmm(trace.weights.permute(1, 2, 0), d_ctx.transpose(0, 1))
         gi_dtype, hidden_dtype, keys_dtype, values_dtype = ctx.dtypes
-        size = trace.hiddens[0].size(2)
+        size = trace.hiddens[0][0].size(1)
         d_top_w, d_top_b = grads.pop("top"), grads.pop("top_bias")
         params = [grads["ih_context"]]
         for k in range(len(trace.hiddens)):
@@ -251,7 +247,7 @@ def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: Loo
                     keys: Tensor, values: Tensor, drop: Tensor | None):
     """The reverse walk over time: per-step gradients of the products' outputs, collected for the weight
     gradients, and the gradients of the initial state, the keys and the energy vector."""
-    steps, batch, size = trace.gates[0][0].shape
+    steps, (batch, size) = len(trace.gates[0]), trace.hiddens[0][0].shape
     layers = len(trace.hiddens)
     dh = list(d_last.unbind(0))
     d_gi = [d_top.new_empty(steps, batch, 3 * size) for _ in range(layers)]
@@ -263,7 +259,7 @@ def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: Loo
     for t in range(steps - 1, -1, -1):
         dh[-1] = dh[-1] + d_top[t]
         for k in range(layers - 1, -1, -1):
-            gi_grad, gh_grad, dh[k] = gru_cell_backward(dh[k], trace.hiddens[k][t], *(g[t] for g in trace.gates[k]))
+            gi_grad, gh_grad, dh[k] = gru_cell_backward(dh[k], trace.hiddens[k][t], *trace.gates[k][t])
             d_gi[k][t] = gi_grad
             if k == layers - 1:
                 d_top_q[t, :, :3 * size] = gh_grad
@@ -284,11 +280,12 @@ def _weight_grads(d_gi: list[Tensor], d_gh: list[Tensor], d_top_q: Tensor, d_ctx
                   drop: Tensor | None, dtype: torch.dtype) -> dict[str, Tensor]:
     """Every weight gradient of the loop as one product over all T*B rows."""
     layers = len(trace.hiddens)
+    hiddens = [torch.stack(states) for states in trace.hiddens]  # (T+1, B, H) per layer
     grads = {"ih_context": _mm_t(d_gi[0], trace.context, dtype),
-             "top": _mm_t(d_top_q, trace.hiddens[-1][:-1], dtype), "top_bias": d_top_q.sum((0, 1))}
+             "top": _mm_t(d_top_q, hiddens[-1][:-1], dtype), "top_bias": d_top_q.sum((0, 1))}
     for k in range(layers - 1):
-        grads[f"hh{k}"], grads[f"hhb{k}"] = _mm_t(d_gh[k], trace.hiddens[k][:-1], dtype), d_gh[k].sum((0, 1))
+        grads[f"hh{k}"], grads[f"hhb{k}"] = _mm_t(d_gh[k], hiddens[k][:-1], dtype), d_gh[k].sum((0, 1))
     for k in range(1, layers):
-        below = trace.hiddens[k - 1][1:] if drop is None else trace.hiddens[k - 1][1:] * drop[k - 1]
+        below = hiddens[k - 1][1:] if drop is None else hiddens[k - 1][1:] * drop[k - 1]
         grads[f"ih{k}"], grads[f"ihb{k}"] = _mm_t(d_gi[k], below, dtype), d_gi[k].sum((0, 1))
     return grads
