@@ -69,7 +69,7 @@ COMMON=(--set train.device=$DEVICE --set train.amp=bf16 --set train.deterministi
         --set train.validate_every=1000)
 $PY -m seq2seq -q train "$CONFIG" --run-dir "$OUT/full" --overwrite "${COMMON[@]}" --set train.max_steps=4
 $PY -m seq2seq -q train "$CONFIG" --run-dir "$OUT/split" --overwrite "${COMMON[@]}" --set train.max_steps=2
-$PY -m seq2seq -q train "$CONFIG" --run-dir "$OUT/split" --resume --set train.max_steps=4
+$PY -m seq2seq -q train "$CONFIG" --run-dir "$OUT/split" --resume "${COMMON[@]}" --set train.max_steps=4
 $PY - "$OUT/full/last.pt" "$OUT/split/last.pt" <<'PYEOF'
 import sys
 from seq2seq.checkpoint import load_checkpoint
