@@ -55,11 +55,11 @@ class LoopWeights:
 class LoopTrace:
     """What the backward pass needs from the forward, per step (lists, so the forward copies nothing):
     hiddens[l] T+1 states (B, H), h_0 first; gates[l] T tuples r, z, n, W_hn h + b_hn, each (B, H);
-    query T tensors (B, A); context (T, B, C) and weights (T, B, S), the loop's own outputs."""
+    energies T tensors tanh(q + k) (B, S, A); context (T, B, C) and weights (T, B, S), the loop's outputs."""
 
     hiddens: list[list[Tensor]]
     gates: list[list[tuple[Tensor, Tensor, Tensor, Tensor]]]
-    query: list[Tensor]
+    energies: list[Tensor]
     context: Tensor | None = None
     weights: Tensor | None = None
 
@@ -119,12 +119,14 @@ def _affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.mm(x.to(weight.dtype), weight.t()).float() + bias
 
 
-def _attend(query: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor, energy: Tensor) -> tuple[Tensor, Tensor]:
-    """Additive attention from a projected query (B, A) fp32: context (B, C) fp32 and weights (B, S) fp32."""
-    energies = torch.tanh(query[:, None, :] + keys)  # (B, S, A)
+def _attend(query: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor, energy: Tensor
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """Additive attention from a projected query (B, A) fp32: context (B, C), weights (B, S) and the
+    energies tanh(q + k) (B, S, A), all fp32."""
+    energies = torch.add(query[:, None, :], keys).tanh_()  # (B, S, A)
     scores = torch.matmul(energies.to(energy.dtype), energy).float() + mask_bias
     weights = torch.softmax(scores, dim=-1)
-    return torch.bmm(weights[:, None, :].to(values.dtype), values).squeeze(1).float(), weights
+    return torch.bmm(weights[:, None, :].to(values.dtype), values).squeeze(1).float(), weights, energies
 
 
 def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
@@ -141,7 +143,7 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
     for t in range(steps):
         merged = _affine(states[-1], w.top, w.top_bias)
         gh_top, query = merged[:, :3 * size], merged[:, 3 * size:]
-        context, weights = _attend(query, keys, values, mask_bias, w.energy)
+        context, weights, energies = _attend(query, keys, values, mask_bias, w.energy)
         x_gi = _affine(context, w.ih_context, gi_embedded[t])
         for k in range(layers):
             if k > 0:
@@ -153,7 +155,7 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
                 trace.hiddens[k].append(states[k])
                 trace.gates[k].append(gates)
         if trace is not None:
-            trace.query.append(query)
+            trace.energies.append(energies)
         tops.append(states[-1])
         contexts.append(context)
         all_weights.append(weights)
@@ -163,7 +165,7 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
 def new_trace(hidden: Tensor) -> LoopTrace:
     """An empty trace for a loop starting from hidden (L, B, H)."""
     return LoopTrace(hiddens=[[h] for h in hidden.float().unbind(0)], gates=[[] for _ in range(hidden.size(0))],
-                     query=[])
+                     energies=[])
 
 
 def _mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -171,15 +173,15 @@ def _mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.mm(grad.reshape(-1, grad.size(-1)).t().to(dtype), x.reshape(-1, x.size(-1)).to(dtype)).float()
 
 
-def _attend_backward(d_context: Tensor, query: Tensor, weights: Tensor, keys: Tensor, values: Tensor,
-                     energy: Tensor, d_keys: Tensor, d_energy: Tensor) -> Tensor:
+def _attend_backward(d_context: Tensor, energies: Tensor, weights: Tensor, values: Tensor, energy: Tensor,
+                     d_keys: Tensor, d_energy: Tensor) -> Tensor:
     """One step of additive attention backwards: d context (B, C) -> d query (B, A); adds into d_keys (B, S, A)
-    and d_energy (A,). The energies are recomputed rather than kept: (B, S, A) per step is the largest tensor."""
+    and d_energy (A,). energies (B, S, A) = tanh(q + k) as the forward kept them."""
     d_weights = torch.bmm(values, d_context[:, :, None].to(values.dtype)).squeeze(-1).float()
     d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))
-    energies = torch.tanh(query[:, None, :] + keys)
     d_energy.add_(torch.mm(d_scores.reshape(1, -1), energies.reshape(-1, energies.size(-1)))[0])
-    d_pre = d_scores[:, :, None] * (1 - energies * energies) * energy.float()
+    upstream = d_scores[:, :, None] * energy.float()  # d(score)/d(tanh) = v
+    d_pre = torch.addcmul(upstream, upstream * energies, energies, value=-1.0)  # times 1 - tanh^2
     d_keys.add_(d_pre)
     return d_pre.sum(1)
 
@@ -270,8 +272,8 @@ def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: Loo
                 d_below = torch.mm(gi_grad.to(w.ih[k - 1].dtype), w.ih[k - 1]).float()
                 dh[k - 1] = dh[k - 1] + (d_below if drop is None else d_below * drop[k - 1, t])
         d_ctx[t] = d_context[t] + torch.mm(d_gi[0][t].to(w.ih_context.dtype), w.ih_context).float()
-        d_top_q[t, :, 3 * size:] = _attend_backward(d_ctx[t], trace.query[t], trace.weights[t], keys, values,
-                                                    w.energy, d_keys, d_energy)
+        d_top_q[t, :, 3 * size:] = _attend_backward(d_ctx[t], trace.energies[t], trace.weights[t], values, w.energy,
+                                                    d_keys, d_energy)
         dh[-1] = dh[-1] + torch.mm(d_top_q[t].to(w.top.dtype), w.top).float()
     return d_gi, d_gh, d_top_q, d_ctx, torch.stack(dh), d_keys, d_energy
 
