@@ -6,6 +6,7 @@ Run from the repository root (the configs' data paths are relative to it)::
     python scripts/benchmark.py                 # the full run (a few minutes on a 2-core CPU)
     python scripts/benchmark.py --quick         # every figure, shorter windows (under 2 minutes)
     python scripts/benchmark.py --checkpoint runs/m30k/best.pt --json bench.json
+    taskset -c 1 python scripts/benchmark.py --threads 1 --fp32-only --skip-luong   # one core, fp32 only
 
 Training: real (non-pad) target tokens per second of the package's own training step
 (``seq2seq.training.step.train_step``) in steady state, the median of several timed windows after
@@ -14,6 +15,14 @@ for the *floor*, the reference shape written directly in plain PyTorch below, fe
 batches and timed the same way. Decoding: sentences per second of greedy and beam-5 search
 on test_2016_flickr, in batches of 64 sentences, search time only, in fp32 and under bf16
 autocast.
+
+Each phase is also reported as achieved model FLOP/s and as a share of the CPU's (or GPU's)
+fp32 matrix-product peak measured in the same run: a 2048 x 2048 matmul with the same threads
+takes its turn among the training windows, and runs before, between and after the decoding
+rounds. Model FLOPs are counted by hand (scripts/flops.py: 2·m·n·k for every matrix product the
+configured model needs per real token, x3 for a training step) and the per-token count is
+printed; search FLOPs count the hypotheses each search actually stepped (one untimed pass).
+On a CPU without bf16 matrix units (AMX) the bf16 phases are skipped with a note.
 
 On a shared machine the speed drifts from minute to minute, so the phases take turns: one
 timed window of every training phase before the next window of any, and one round of every
