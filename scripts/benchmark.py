@@ -44,124 +44,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch import nn
 
-from benchmarking import (BatchSize, DecodeThroughput, MachineInfo, Throughput, batch_size_for,
-                          decoding_batches, describe_machine, package_trainer, reencode, time_decoding,
-                          time_interleaved, training_batches, warm_up)
-from flops import CountingModel, FlopCount, batch_work, count_flops, matmul_peak_step, peak_flops
+from benchmark_report import (DECODE_BATCH_SENTENCES, NO_BF16_UNITS, PEAK, TrainFigure, figures_dict,
+                              flop_figures, print_table)
+from benchmarking import (BatchSize, DecodeThroughput, batch_size_for, decoding_batches, describe_machine,
+                          package_trainer, reencode, time_decoding, time_interleaved, training_batches, warm_up)
+from floor import floor_trainer
+from flops import CountingModel, batch_work, count_flops, matmul_peak_step, peak_flops
 from seq2seq.checkpoint import load_model
 from seq2seq.config import Config, ModelConfig, load_config
 from seq2seq.data import Batch, prepare
-from seq2seq.device import (AmpSettings, cpu_has_bf16_matrix_units, resolve_amp, resolve_decode_amp,
-                            resolve_device)
+from seq2seq.device import cpu_has_bf16_matrix_units, resolve_amp, resolve_decode_amp, resolve_device
 from seq2seq.errors import ConfigError, Seq2SeqError
-
-# What this CPU should reach at about 950 real target tokens per batch (the issue's targets).
-TARGETS = {"train_tokens_per_s": 2600.0, "package_over_floor": 1.15, "greedy_sents_per_s": 550.0,
-           "beam5_sents_per_s": 160.0}
-# Shares of the same-run fp32 matmul peak (these hold on any CPU): training fp32, and package/floor.
-SHARE_TARGETS = {"train_share_of_peak": 0.60, "package_over_floor": 0.70, "greedy_share_of_peak": 0.55,
-                 "beam5_share_of_peak": 0.55}
-PEAK = "matmul peak"
-NO_BF16_UNITS = "skipped: this CPU has no bf16 matrix units (AMX), so bf16 is emulated and many times slower"
-DECODE_BATCH_SENTENCES = 64
-
-
-# --- The floor: the reference shape in plain PyTorch, no package code. ---------------------------------------
-
-class FloorSeq2Seq(nn.Module):
-    """Bidirectional packed GRU encoder, tanh(Linear) bridge per layer, additive-attention GRU decoder.
-
-    The shape (and so the parameter count) of the package's reference model: the decoder
-    attends from the previous top-layer state, feeds [e_{t-1}; c_t] to its GRU, and reads out
-    tanh(W [s_t; c_t; e_{t-1}]) of embedding size before the vocabulary projection, tied to the
-    target embedding (and that to the source one) when the config says so.
-    """
-
-    def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, embedding_size: int, hidden_size: int,
-                 num_layers: int, decoder_hidden_size: int, dropout: float, tied_embeddings: bool,
-                 share_embeddings: bool) -> None:
-        super().__init__()
-        context_size = 2 * hidden_size
-        between_layers = dropout if num_layers > 1 else 0.0  # nn.GRU's dropout acts between layers only
-        self.num_layers, self.hidden_size = num_layers, hidden_size
-        self.src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=0)
-        self.encoder = nn.GRU(embedding_size, hidden_size, num_layers, batch_first=True, bidirectional=True,
-                              dropout=between_layers)
-        self.bridge = nn.ModuleList(nn.Linear(context_size, decoder_hidden_size) for _ in range(num_layers))
-        self.tgt_embedding = (self.src_embedding if share_embeddings
-                              else nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=0))
-        self.key_proj = nn.Linear(context_size, decoder_hidden_size, bias=False)
-        self.query_proj = nn.Linear(decoder_hidden_size, decoder_hidden_size)
-        self.energy = nn.Linear(decoder_hidden_size, 1, bias=False)
-        self.decoder = nn.GRU(embedding_size + context_size, decoder_hidden_size, num_layers, batch_first=True,
-                              dropout=between_layers)
-        self.readout = nn.Linear(decoder_hidden_size + context_size + embedding_size, embedding_size)
-        self.output = nn.Linear(embedding_size, tgt_vocab_size)
-        if tied_embeddings:
-            self.output.weight = self.tgt_embedding.weight  # the readout is E wide so that it can share
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Tensor:
-        """src_ids (B, S), src_lengths (B,) on the CPU, tgt_in_ids (B, T) -> logits (B, T, V)."""
-        batch_size, src_len = src_ids.shape
-        packed = pack_padded_sequence(self.dropout(self.src_embedding(src_ids)), src_lengths, batch_first=True,
-                                      enforce_sorted=False)
-        packed_out, h_n = self.encoder(packed)
-        enc_out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src_len)  # (B, S, 2H)
-        h_n = h_n.view(self.num_layers, 2, batch_size, self.hidden_size)
-        joined = torch.cat([h_n[:, 0], h_n[:, 1]], dim=-1)  # (L, B, 2H)
-        hidden = torch.stack([torch.tanh(layer(h)) for layer, h in zip(self.bridge, joined)])  # (L, B, Hd)
-        pad_mask = (torch.arange(src_len, device=src_ids.device)[None, :]
-                    >= src_lengths.to(src_ids.device)[:, None])  # (B, S), True = padding
-        keys = self.key_proj(enc_out)  # (B, S, A), once per batch
-        tgt_embedded = self.dropout(self.tgt_embedding(tgt_in_ids))  # (B, T, E)
-        tops, contexts = [], []
-        for embedded_t in tgt_embedded.split(1, dim=1):  # (B, 1, E)
-            scores = self.energy(torch.tanh(keys + self.query_proj(hidden[-1])[:, None, :])).squeeze(-1)
-            weights = torch.softmax(scores.float().masked_fill(pad_mask, float("-inf")), dim=-1)
-            context = torch.bmm(weights[:, None, :].to(enc_out.dtype), enc_out)  # (B, 1, 2H)
-            top, hidden = self.decoder(torch.cat([embedded_t, context], dim=-1), hidden)
-            tops.append(top)
-            contexts.append(context)
-        # Readout and vocabulary projection once over all T steps, outside the loop.
-        readout = torch.tanh(self.readout(torch.cat([torch.cat(tops, 1), torch.cat(contexts, 1), tgt_embedded],
-                                                    dim=-1)))
-        return self.output(self.dropout(readout))
-
-
-def floor_trainer(model_cfg: ModelConfig, train_cfg: Any, src_vocab_size: int, tgt_vocab_size: int,
-                  device: torch.device, amp: AmpSettings) -> tuple[nn.Module, Callable[[Batch], Tensor]]:
-    """The floor model and one training update on a batch: autocast forward, label-smoothed cross-entropy
-    per real target token, backward, gradient clipping, Adam (fused, like the package)."""
-    shape = (model_cfg.attention, model_cfg.bidirectional, model_cfg.bridge)
-    if shape != ("bahdanau", True, "linear"):
-        raise ConfigError(f"the floor is written for model.attention=bahdanau, model.bidirectional=true and "
-                          f"model.bridge=linear; --config has {shape}: pass a config of that shape")
-    torch.manual_seed(train_cfg.seed)
-    model = FloorSeq2Seq(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
-                         embedding_size=model_cfg.embedding_size, hidden_size=model_cfg.hidden_size,
-                         num_layers=model_cfg.num_layers, decoder_hidden_size=model_cfg.decoder_hidden_size,
-                         dropout=model_cfg.dropout, tied_embeddings=model_cfg.tied_embeddings,
-                         share_embeddings=model_cfg.share_embeddings).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas), fused=True)
-
-    def step(batch: Batch) -> Tensor:
-        with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
-            logits = model(batch.src_ids, batch.src_lengths, batch.tgt_in_ids)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.tgt_out_ids.flatten(), ignore_index=0,
-                               label_smoothing=train_cfg.label_smoothing, reduction="sum")
-        (loss / batch.num_tgt_tokens).backward()
-        nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return model, step
-
 
 # --- Running the phases. ------------------------------------------------------------------------------------
 
@@ -172,23 +67,6 @@ def progress(what: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     print(f" {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-
-
-@dataclasses.dataclass
-class TrainFigure:
-    """One training phase: which model, precision, its parameter count and its throughput (None = not run)."""
-
-    name: str
-    precision: str
-    parameters: int
-    throughput: Throughput | None
-    note: str = ""
-    peak_memory_mib: float = float("nan")  # read during the phase's warm-up
-    flops_per_tgt_token: float = float("nan")  # of a training step, by hand (flops.py)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} {self.precision}"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -339,7 +217,7 @@ def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
     default_precision = {key: resolve_decode_amp("auto", device, beam_size).precision
                          for key, beam_size in (("greedy", 1), ("beam5", 5))}
     rounds: dict[str, list[DecodeThroughput]] = {key: [] for key in searches}
-    with progress(f"counting the FLOPs of each search (one untimed pass each)"):
+    with progress("counting the FLOPs of each search (one untimed pass each)"):
         flops = {key: search_flops(model, model_cfg, batches, options) for key, options in searches.items()}
     peaks = []
     with progress(f"decoding: {len(searches)} searches x {args.decode_repeats} rounds, taking turns"):
@@ -366,182 +244,6 @@ def median_round(results: list[DecodeThroughput]) -> DecodeThroughput:
     """The round with the median speed (the upper median for an even count), with the highest peak memory."""
     ordered = sorted(results, key=lambda r: r.sents_per_s)
     return dataclasses.replace(ordered[len(ordered) // 2], peak_memory_mib=max(r.peak_memory_mib for r in results))
-
-
-# --- Reporting. --------------------------------------------------------------------------------------------
-
-def figures_dict(machine: MachineInfo, args: argparse.Namespace, batch_size: BatchSize, train_tokens: int,
-                 training: list[TrainFigure], weights: str, decoding: dict[str, DecodeThroughput],
-                 decode_precision: dict[str, str]) -> dict[str, Any]:
-    """Every figure under a flat key; the issue's keys come first.
-
-    ``greedy_sents_per_s`` and ``beam5_sents_per_s`` are in the precision ``seq2seq translate``
-    uses by default here (``decode.amp: auto``); the ``_fp32`` and ``_bf16`` keys hold both.
-    """
-    def decode_rate(key: str, precision: str) -> float | None:
-        result = decoding.get({"fp32": key, "bf16": f"{key}_bf16"}.get(precision, ""))
-        return None if result is None else result.sents_per_s
-
-    by_name = {(f.name, f.precision): f for f in training}
-
-    def rate(name: str, precision: str) -> float | None:
-        figure = by_name.get((name, precision))
-        return None if figure is None or figure.throughput is None else figure.throughput.median
-
-    package, floor = rate("package", "fp32"), rate("floor", "fp32")
-    out: dict[str, Any] = {
-        "train_tokens_per_s": package, "train_tokens_per_s_bf16": rate("package", "bf16"),
-        "floor_tokens_per_s": floor, "floor_tokens_per_s_bf16": rate("floor", "bf16"),
-        "luong_tokens_per_s": rate("package luong", "fp32"), "luong_tokens_per_s_bf16": rate("package luong", "bf16"),
-        "greedy_sents_per_s": decode_rate("greedy", decode_precision["greedy"]),
-        "beam5_sents_per_s": decode_rate("beam5", decode_precision["beam5"]),
-        "greedy_sents_per_s_fp32": decode_rate("greedy", "fp32"), "beam5_sents_per_s_fp32": decode_rate("beam5", "fp32"),
-        "greedy_sents_per_s_bf16": decode_rate("greedy", "bf16"), "beam5_sents_per_s_bf16": decode_rate("beam5", "bf16"),
-        "greedy_default_precision": decode_precision["greedy"], "beam5_default_precision": decode_precision["beam5"],
-        "device": machine.device,
-        # What train.amp: auto (the default) trains in on this device: the figure users get.
-        "train_default_precision": resolve_amp("auto", torch.device(machine.device)).precision,
-        "package_over_floor": floor / package if package and floor else None,
-        "package_parameters": by_name[("package", "fp32")].parameters,
-        "floor_parameters": by_name[("floor", "fp32")].parameters,
-        "batch_size_tokens": batch_size.max_tokens, "mean_tgt_tokens_per_batch": batch_size.mean_tgt_tokens,
-        "train_tgt_tokens": train_tokens,
-        "seconds_per_epoch": train_tokens / package if package else None,
-        "windows": args.windows, "steps_per_window": args.steps_per_window, "warmup": args.warmup,
-        "quick": args.quick, "decode_weights": weights, "decode_repeats": args.decode_repeats,
-        "decode_sentences": decoding["greedy"].sentences,
-    }
-    for figure in training:
-        key = figure.name.replace(" ", "_") + "_" + figure.precision
-        if figure.throughput is not None:
-            out[f"{key}_peak_memory_mib"] = figure.throughput.peak_memory_mib
-            out[f"{key}_windows"] = figure.throughput.per_window
-            out[f"{key}_gpu_utilisation"] = figure.throughput.gpu_utilisation
-    for key, result in decoding.items():
-        out[f"{key}_peak_memory_mib"] = result.peak_memory_mib
-        out[f"{key}_output_tokens"] = result.output_tokens
-    out.update({f"machine_{k}": v for k, v in dataclasses.asdict(machine).items()})
-    return out
-
-
-def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[str, Any],
-                training: list[TrainFigure], weights: str) -> None:
-    memory = "peak RSS" if machine.device == "cpu" else "max allocated"
-    print(f"date      {machine.date}")
-    print(f"device    {machine.device}" + (f" ({machine.gpu_model})" if machine.gpu_model else ""))
-    print(f"cpu       {machine.cpu_model}, {machine.threads} torch threads")
-    print(f"torch     {machine.torch_version}")
-    print(f"command   {machine.command}")
-    print(f"configs   {args.config} (reference), {args.luong_config} (Luong)")
-    print(f"batches   train.batch_size={figures['batch_size_tokens']} tokens -> "
-          f"{figures['mean_tgt_tokens_per_batch']:.1f} real target tokens per batch on average; "
-          f"{args.windows} windows x {args.steps_per_window} steps after {args.warmup} warm-up steps"
-          + (" (--quick)" if args.quick else ""))
-    print()
-    print(f"{'training':<22}{'params':>12}{'tgt tok/s':>11}{'windows (min-max)':>20}"
-          f"{memory + ' MiB':>20}{'s/epoch':>9}")
-    for figure in training:
-        label = figure.label
-        if figure.throughput is None:
-            print(f"{label:<22}{'':>12}  not run: {figure.note}")
-            continue
-        t = figure.throughput
-        spread = f"{min(t.per_window):,.0f}-{max(t.per_window):,.0f}"
-        util = f"  GPU {t.gpu_utilisation:.0f}%" if t.gpu_utilisation is not None else ""
-        print(f"{label:<22}{figure.parameters:>12,}{t.median:>11,.0f}{spread:>20}{t.peak_memory_mib:>20,.0f}"
-              f"{figures['train_tgt_tokens'] / t.median:>9,.0f}{util}")
-    if machine.device == "cpu":
-        print("(peak RSS: the process's, so phases after the first may include memory the allocator kept from "
-              "earlier ones)")
-    ratio = figures["package_over_floor"]
-    if ratio is not None:
-        print(f"package/floor time per token (fp32): {ratio:.3f}x  (floor {figures['floor_tokens_per_s']:,.0f}, "
-              f"package {figures['train_tokens_per_s']:,.0f} tgt tok/s; parameters "
-              f"{figures['package_parameters']:,} vs {figures['floor_parameters']:,})")
-    if figures["package_parameters"] != figures["floor_parameters"]:
-        print("WARNING: the floor's parameter count differs from the package model's")
-    print()
-    print(f"decoding: test_2016_flickr, {figures['decode_sentences']} sentences in batches of "
-          f"{DECODE_BATCH_SENTENCES}, search time only, median of {args.decode_repeats} round(s); {weights}")
-    for key, label, rate_key, search in (
-            ("greedy", "greedy fp32", "greedy_sents_per_s_fp32", "greedy"),
-            ("beam5", "beam 5 fp32", "beam5_sents_per_s_fp32", "beam5"),
-            ("greedy_bf16", "greedy bf16", "greedy_sents_per_s_bf16", "greedy"),
-            ("beam5_bf16", "beam 5 bf16", "beam5_sents_per_s_bf16", "beam5")):
-        if figures[rate_key] is None:
-            continue
-        per_sentence = figures[f"{key}_output_tokens"] / figures["decode_sentences"]
-        default = "  <- decode.amp: auto" if label.endswith(figures[f"{search}_default_precision"]) else ""
-        print(f"{label:<13}{figures[rate_key]:>9,.1f} sents/s{figures[f'{key}_peak_memory_mib']:>12,.0f} "
-              f"MiB {memory}{per_sentence:>8.1f} output tokens/sentence{default}")
-    print()
-    print_flops(figures, training)
-    print()
-    print_targets(figures)
-
-
-def flop_figures(training: list[TrainFigure], train_peak: float, decoding: dict[str, DecodeThroughput],
-                 decode_peak: float) -> dict[str, Any]:
-    """Achieved model FLOP/s of every phase and its share of the matmul peak timed in the same rounds."""
-    out: dict[str, Any] = {"train_peak_flops": train_peak, "decode_peak_flops": decode_peak}
-    for figure in training:
-        if figure.throughput is not None:
-            key = figure.name.replace(" ", "_") + "_" + figure.precision
-            achieved = figure.throughput.median * figure.flops_per_tgt_token
-            out[f"{key}_flops_per_tgt_token"] = figure.flops_per_tgt_token
-            out[f"{key}_flops_per_s"] = achieved
-            out[f"{key}_share_of_peak"] = achieved / train_peak
-    for key, result in decoding.items():
-        achieved = result.flops / result.seconds
-        out[f"{key}_flops_per_s"] = achieved
-        out[f"{key}_share_of_peak"] = achieved / decode_peak
-        out[f"{key}_flops"] = result.flops
-    out["train_share_of_peak"] = out.get("package_fp32_share_of_peak")
-    out["greedy_share_of_peak"] = out.get("greedy_share_of_peak")
-    out["beam5_share_of_peak"] = out.get("beam5_share_of_peak")
-    return out
-
-
-def print_flops(figures: dict[str, Any], training: list[TrainFigure]) -> None:
-    """Model FLOPs per token (by hand, flops.py), achieved FLOP/s and the share of the same-run fp32 matmul peak."""
-    print(f"matmul peak (fp32, {figures['machine_threads']} threads, same run): training rounds "
-          f"{figures['train_peak_flops'] / 1e9:.1f} GFLOP/s, decoding rounds {figures['decode_peak_flops'] / 1e9:.1f}")
-    for figure in training:
-        key = figure.name.replace(" ", "_") + "_" + figure.precision
-        if f"{key}_flops_per_s" in figures:
-            print(f"{figure.label:<22}{figures[f'{key}_flops_per_tgt_token'] / 1e6:>8.1f} MFLOP per target token "
-                  f"(training step){figures[f'{key}_flops_per_s'] / 1e9:>8.1f} GFLOP/s "
-                  f"{100 * figures[f'{key}_share_of_peak']:>5.1f}% of peak")
-    for key in ("greedy", "beam5", "greedy_bf16", "beam5_bf16"):
-        if f"{key}_flops_per_s" in figures:
-            print(f"{key:<22}{figures[f'{key}_flops'] / 1e9:>8.1f} GFLOP per search{figures[f'{key}_flops_per_s'] / 1e9:>17.1f}"
-                  f" GFLOP/s {100 * figures[f'{key}_share_of_peak']:>5.1f}% of peak")
-
-
-def print_targets(figures: dict[str, Any]) -> None:
-    """The issue's targets for this CPU, met or not (they only mean something on that CPU with trained weights)."""
-    default = figures["train_default_precision"]
-    trained = {"fp32": figures["train_tokens_per_s"], "bf16": figures["train_tokens_per_s_bf16"]}.get(default)
-    checks = [(f"training ({default}, train.amp: auto here)", trained, ">=", TARGETS["train_tokens_per_s"]),
-              ("package/floor", figures["package_over_floor"], "<=", TARGETS["package_over_floor"]),
-              (f"greedy ({figures['greedy_default_precision']})", figures["greedy_sents_per_s"], ">=",
-               TARGETS["greedy_sents_per_s"]),
-              (f"beam 5 ({figures['beam5_default_precision']})", figures["beam5_sents_per_s"], ">=",
-               TARGETS["beam5_sents_per_s"])]
-    parts = []
-    for label, value, sense, target in checks:
-        met = value is not None and (value >= target if sense == ">=" else value <= target)
-        shown = "n/a" if value is None else f"{value:,.2f}" if target < 10 else f"{value:,.0f}"
-        parts.append(f"{label} {shown} ({sense} {target:g}: {'met' if met else 'MISSED'})")
-    print("targets   " + "; ".join(parts))
-    shares = []
-    for key, target in SHARE_TARGETS.items():
-        value = figures.get(key)
-        sense = "<=" if key == "package_over_floor" else ">="
-        met = value is not None and (value <= target if sense == "<=" else value >= target)
-        shares.append(f"{key} {'n/a' if value is None else f'{value:.3f}'} ({sense} {target:g}: "
-                      f"{'met' if met else 'MISSED'})")
-    print("shares    " + "; ".join(shares))
 
 
 def main(argv: list[str] | None = None) -> int:
