@@ -195,3 +195,21 @@ def test_search_under_bf16_autocast_keeps_the_state_fp32_and_matches_fp32_tokens
         enc32 = model.encode(src, lengths)
         step32 = model.decode_step(torch.full((src.size(0),), 2), model.init_state(enc32), enc32)
     torch.testing.assert_close(step.log_probs, step32.log_probs, rtol=0, atol=0.1)
+
+
+def test_search_sees_weights_changed_in_place_after_its_cached_arrangement() -> None:
+    model, (src, lengths, tgt_in) = _model(2).eval(), _batch()
+
+    def step() -> torch.Tensor:
+        with torch.no_grad():
+            enc = model.encode(src, lengths)
+            return model.decode_step(tgt_in[:, 0], model.init_state(enc), enc).log_probs
+
+    before = step()  # arranges (and caches) the loop's weights
+    with torch.no_grad():
+        model.decoder.gru.weight_hh_l1.mul_(-1.0)  # as an optimizer step would: in place
+        model.decoder.attention.query_proj.bias.add_(0.5)
+    after = step()
+    model.decoder.__dict__.pop("_weights_cache")
+    torch.testing.assert_close(after, step(), rtol=0, atol=0)
+    assert not torch.allclose(before, after)
