@@ -135,7 +135,8 @@ def test_grus_run_in_fp32_under_bf16_autocast_never_fp16(attention: str) -> None
     for gru in (model.encoder.gru, model.decoder.gru):
         # The output's dtype is the kernel's: autocast casts inside the operator, after a pre-hook looks.
         gru.register_forward_hook(
-            lambda module, args, out: seen.append((out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype))
+            lambda module, args, out: seen.append(
+                (out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype))
     src = torch.randint(4, 40, (3, 5), device="cuda")
     lengths, tgt_in = torch.tensor([5, 2, 4]), torch.randint(4, 40, (3, 6), device="cuda")
     for mode in (model.eval, model.train):  # one nn.GRU call, and the per-layer calls of training with dropout

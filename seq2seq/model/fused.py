@@ -130,7 +130,8 @@ def _attend(query: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor, ener
 
 
 def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
-             drop: Tensor | None, w: LoopWeights, trace: LoopTrace | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+             drop: Tensor | None, w: LoopWeights, trace: LoopTrace | None = None
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The forward loop, without autograd. gi_embedded (T, B, 3H) fp32 (b_ih of layer 0 included), hidden (L, B, H),
     keys (B, S, A), values (B, S, C) in the product dtype, mask_bias (B, S) 0 or -inf, drop (L-1, T, B, H) or None.
 
@@ -226,7 +227,8 @@ class StepwiseRecurrence(torch.autograd.Function):
         params = [grads["ih_context"]]
         for k in range(len(trace.hiddens)):
             last = k == len(trace.hiddens) - 1
-            params += [d_top_w[:3 * size] if last else grads[f"hh{k}"], d_top_b[:3 * size] if last else grads[f"hhb{k}"]]
+            params += [d_top_w[:3 * size] if last else grads[f"hh{k}"],
+                       d_top_b[:3 * size] if last else grads[f"hhb{k}"]]
         for k in range(1, len(trace.hiddens)):
             params += [grads[f"ih{k}"], grads[f"ihb{k}"]]
         params += [d_top_w[3 * size:], d_top_b[3 * size:], d_energy[None, :]]
