@@ -197,19 +197,25 @@ def test_search_under_bf16_autocast_keeps_the_state_fp32_and_matches_fp32_tokens
     torch.testing.assert_close(step.log_probs, step32.log_probs, rtol=0, atol=0.1)
 
 
-def test_search_sees_weights_changed_in_place_after_its_cached_arrangement() -> None:
-    model, (src, lengths, tgt_in) = _model(2).eval(), _batch()
+def test_each_search_sees_the_weights_a_fused_optimizer_step_changed_in_place() -> None:
+    model, (src, lengths, tgt_in) = _model(2), _batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)  # bumps no parameter version
 
-    def step() -> torch.Tensor:
+    def search_step() -> torch.Tensor:
+        model.eval()
         with torch.no_grad():
             enc = model.encode(src, lengths)
             return model.decode_step(tgt_in[:, 0], model.init_state(enc), enc).log_probs
 
-    before = step()  # arranges (and caches) the loop's weights
+    before = search_step()  # arranges the loop's weights for this search
+    model.train()
+    model(src, lengths, tgt_in).logsumexp(-1).mean().backward()
+    optimizer.step()
+    after = search_step()
+    model.decoder.forget_arranged_weights()
     with torch.no_grad():
-        model.decoder.gru.weight_hh_l1.mul_(-1.0)  # as an optimizer step would: in place
-        model.decoder.attention.query_proj.bias.add_(0.5)
-    after = step()
-    model.decoder.__dict__.pop("_weights_cache")
-    torch.testing.assert_close(after, step(), rtol=0, atol=0)
+        enc = model.encode(src, lengths)
+        model.decoder.forget_arranged_weights()
+        fresh = model.decode_step(tgt_in[:, 0], model.init_state(enc), enc).log_probs
+    torch.testing.assert_close(after, fresh, rtol=0, atol=0)
     assert not torch.allclose(before, after)

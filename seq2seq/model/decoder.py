@@ -237,11 +237,20 @@ class Decoder(nn.Module):
                            attention=weights.transpose(0, 1), readout=None, state=DecoderState(hidden=hidden))
 
     def _inference_weights(self, dtype: torch.dtype, embedding_size: int) -> LoopWeights:
-        """The loop's weights for search, arranged (and cast) once until a parameter changes, not at every step."""
+        """The loop's weights for search, arranged (and cast) once per search rather than at every step.
+
+        :meth:`forget_arranged_weights` (called by ``Seq2Seq.encode``, which starts every search)
+        drops them: parameter versions cannot tell, since fused optimizers update the weights in
+        place without bumping them.
+        """
         params = loop_parameters(self.gru, self.attention.query_proj, self.attention.energy, embedding_size)
-        key = (dtype, *((p.data_ptr(), p._version) for p in params))
+        key = (dtype, *(p.data_ptr() for p in params))
         cached = self.__dict__.get("_weights_cache")
         if cached is None or cached[0] != key:
             weights = gather_weights(self.gru, self.attention.query_proj, self.attention.energy, embedding_size, dtype)
             self.__dict__["_weights_cache"] = cached = (key, weights)
         return cached[1]
+
+    def forget_arranged_weights(self) -> None:
+        """Drop the weights arranged for search: the next step arranges them from the parameters as they are."""
+        self.__dict__.pop("_weights_cache", None)
