@@ -323,6 +323,7 @@ class DecodeThroughput:
     sentences: int
     output_tokens: int
     peak_memory_mib: float
+    flops: float = float("nan")  # the model FLOPs of one search over the batches (flops.py)
 
 
 def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeConfig,

@@ -162,6 +162,9 @@ class TrainConfig:
     # The dev score that picks best.pt, drives early stopping and the plateau schedule (loss: lower is better).
     stop_metric: Literal["bleu", "chrf", "loss"] = "bleu"
     init_from: str = ""  # fine-tune: start from this checkpoint's weights and tokenizer (fresh optimizer and steps)
+    # Deterministic algorithms (torch, cuDNN, cuBLAS's CUBLAS_WORKSPACE_CONFIG): a resumed CUDA run then
+    # repeats the uninterrupted one bit for bit, at some cost in speed. CPU runs are exact without it.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _require(self.batch_size >= 1, "train.batch_size", "must be at least 1", self.batch_size)

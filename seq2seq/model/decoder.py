@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import build_attention
-from .encoder import EncoderOutput
+from .encoder import EncoderOutput, run_gru
+from .fused import LoopWeights, StepwiseRecurrence, gather_weights, loop_parameters, product_dtype, run_loop
 
 AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
 
@@ -159,7 +161,7 @@ class Decoder(nn.Module):
         if state.context is not None:
             # Cho et al. 2014: the fixed context enters every step (and the readout below).
             gru_input = torch.cat([embedded, state.context[:, None, :].expand(-1, embedded.size(1), -1)], dim=-1)
-        top, hidden = self.gru(gru_input, state.hidden)
+        top, hidden = run_gru(self.gru, gru_input, state.hidden, self.training)
         context, attention = state.context, None
         if self.attention is not None:
             context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
@@ -170,6 +172,8 @@ class Decoder(nn.Module):
 
     def _loop(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """Step-wise teacher forcing: the recurrent part per time step, its outputs stacked to (B, T, *)."""
+        if self.attention_type == "bahdanau" and not (self.gru._forward_hooks or self.gru._forward_pre_hooks):
+            return self._bahdanau(embedded, state, enc)
         steps = []
         for embedded_t in embedded.unbind(1):
             step = self._recurrent_step(embedded_t, state, enc)
@@ -186,14 +190,67 @@ class Decoder(nn.Module):
     def _recurrent_step(self, embedded_t: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """One step of a step-wise decoder: embedded_t (B, E) -> a _Recurrence with T = 1."""
         if self.attention_type == "bahdanau":
-            # Bahdanau et al. 2015: attend from the previous state (top layer), feed the context to the GRU.
-            context, attention = self.attention(state.hidden[-1][:, None, :], enc.keys, enc.output, enc.src_mask)
-            top, hidden = self.gru(torch.cat([embedded_t[:, None, :], context], dim=-1), state.hidden)
-            return _Recurrence(top=top, context=context, attention=attention, readout=None,
-                               state=DecoderState(hidden=hidden))
+            if self.gru._forward_hooks or self.gru._forward_pre_hooks:
+                # Someone watches nn.GRU's calls (inspection.gates.record_calls): make them, one per step.
+                context, attention = self.attention(state.hidden[-1][:, None, :], enc.keys, enc.output, enc.src_mask)
+                top, hidden = run_gru(self.gru, torch.cat([embedded_t[:, None, :], context], dim=-1), state.hidden,
+                                      self.training)
+                return _Recurrence(top=top, context=context, attention=attention, readout=None,
+                                   state=DecoderState(hidden=hidden))
+            return self._bahdanau(embedded_t[:, None, :], state, enc)
         # Luong et al. 2015 input feeding: the previous readout joins the input; attend from the new output.
-        top, hidden = self.gru(torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden)
+        top, hidden = run_gru(self.gru, torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden,
+                              self.training)
         context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
         readout = self._readout(top, context, embedded_t[:, None, :])
         return _Recurrence(top=top, context=context, attention=attention, readout=readout,
                            state=DecoderState(hidden=hidden, feed=readout[:, 0]))
+
+    def _bahdanau(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
+        """Bahdanau et al. 2015 over T steps (T = 1 when stepping): attend from the previous top-layer state,
+        feed [e_{t-1}; c_t] to the GRU. embedded (B, T, E) -> top (B, T, Hd), context (B, T, C), weights (B, T, S).
+
+        The fused loop of :mod:`.fused` runs it; the embedding half of layer 0's input product is one
+        product over all T steps here, before the loop.
+        """
+        gru, size = self.gru, embedded.size(-1)
+        gi_embedded = F.linear(embedded.transpose(0, 1), gru.weight_ih_l0[:, :size], gru.bias_ih_l0)  # (T, B, 3H)
+        mask_bias = torch.zeros(enc.src_mask.shape, device=embedded.device).masked_fill_(~enc.src_mask, float("-inf"))
+        drop = None
+        if self.training and gru.dropout > 0:
+            keep = 1.0 - gru.dropout  # nn.GRU's dropout between layers, drawn from torch's generator
+            shape = (gru.num_layers - 1, embedded.size(1), embedded.size(0), gru.hidden_size)
+            drop = torch.empty(shape, device=embedded.device).bernoulli_(keep).div_(keep)
+        query_proj, energy = self.attention.query_proj, self.attention.energy
+        params = loop_parameters(gru, query_proj, energy, size)
+        if torch.is_grad_enabled() and (gi_embedded.requires_grad or any(p.requires_grad for p in params)):
+            top, context, weights, hidden = StepwiseRecurrence.apply(
+                gi_embedded, state.hidden, enc.keys, enc.output, mask_bias, drop, size, gru, query_proj, energy,
+                *params)
+        else:
+            weights_now = self._inference_weights(product_dtype(embedded.device), size)
+            with torch.autocast(embedded.device.type, enabled=False):
+                dtype = weights_now.top.dtype
+                top, context, weights, hidden = run_loop(gi_embedded.float(), state.hidden, enc.keys.to(dtype),
+                                                         enc.output.to(dtype), mask_bias, drop, weights_now)
+        return _Recurrence(top=top.transpose(0, 1), context=context.transpose(0, 1),
+                           attention=weights.transpose(0, 1), readout=None, state=DecoderState(hidden=hidden))
+
+    def _inference_weights(self, dtype: torch.dtype, embedding_size: int) -> LoopWeights:
+        """The loop's weights for search, arranged (and cast) once per search rather than at every step.
+
+        :meth:`forget_arranged_weights` (called by ``Seq2Seq.encode``, which starts every search)
+        drops them: parameter versions cannot tell, since fused optimizers update the weights in
+        place without bumping them.
+        """
+        params = loop_parameters(self.gru, self.attention.query_proj, self.attention.energy, embedding_size)
+        key = (dtype, *(p.data_ptr() for p in params))
+        cached = self.__dict__.get("_weights_cache")
+        if cached is None or cached[0] != key:
+            weights = gather_weights(self.gru, self.attention.query_proj, self.attention.energy, embedding_size, dtype)
+            self.__dict__["_weights_cache"] = cached = (key, weights)
+        return cached[1]
+
+    def forget_arranged_weights(self) -> None:
+        """Drop the weights arranged for search: the next step arranges them from the parameters as they are."""
+        self.__dict__.pop("_weights_cache", None)

@@ -1,9 +1,16 @@
 """The encoder: embedding + multi-layer (bi)GRU over packed sequences, returning ``(output, h_n)`` as nn.GRU does.
 
-Packing (``enforce_sorted=False``) is what makes padding harmless: ``h_n`` is each
-sentence's state at its own last real token, the backward direction starts at that
-token, and the padded positions of ``output`` are zeros. Without it the GRU reads the
-pad tokens and both ``h_n`` and the backward states depend on the batch a sentence is in.
+Packing is what makes padding harmless: ``h_n`` is each sentence's state at its own last
+real token, the backward direction starts at that token, and the padded positions of
+``output`` are zeros. Without it the GRU reads the pad tokens and both ``h_n`` and the
+backward states depend on the batch a sentence is in.
+
+On CUDA nothing here waits for the GPU: the batch is sorted longest-first from its CPU
+lengths (``enforce_sorted=False`` would copy its permutation to the GPU and back with blocking
+copies), and the permutations travel through pinned memory. Under bf16 autocast on CUDA the
+GRUs run in fp32 (:func:`run_gru`). In training with dropout between layers the layers run
+one call each, with the dropout drawn from torch's generator (cuDNN's multi-layer call keeps
+a dropout state of its own, which a resumed run cannot restore exactly).
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..device import to_device_async
 
 
 @dataclass
@@ -45,6 +54,52 @@ def cpu_lengths(lengths: Tensor) -> Tensor:
     if lengths.device.type == "cpu":
         return lengths.long()
     return lengths.to("cpu", torch.long)
+
+
+def run_gru(gru: nn.GRU, inputs: Tensor | PackedSequence, hidden: Tensor | None = None, training: bool = False
+            ) -> tuple[Tensor | PackedSequence, Tensor]:
+    """``gru(inputs, hidden)`` (batch-first or packed), with two changes of how it runs, not of what it computes.
+
+    - Under CUDA bf16 autocast it runs in fp32: CUDA autocast's cuDNN RNN wrapper casts to fp16
+      whatever dtype autocast was asked for (aten/src/ATen/cudnn/AutocastRNN.cpp), and bf16
+      training has no gradient scaler, so gradients divided by thousands of tokens would underflow.
+    - In training with dropout between layers it runs one call per layer and draws that dropout
+      from torch's generator, exactly as nn.GRU's CPU path does; cuDNN's multi-layer call keeps
+      a dropout state of its own, which a resumed run cannot restore.
+    """
+    data = inputs.data if isinstance(inputs, PackedSequence) else inputs
+    if data.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+        with torch.autocast("cuda", enabled=False):
+            return run_gru(gru, inputs.float(), None if hidden is None else hidden.float(), training)
+    if not (training and gru.dropout > 0 and gru.num_layers > 1):
+        return gru(inputs, hidden)
+    directions = 2 if gru.bidirectional else 1
+    per_layer, h_n = 4 * directions, []
+    for layer in range(gru.num_layers):
+        if layer > 0:
+            data = torch.nn.functional.dropout(data, gru.dropout, training=True)
+        weights = gru._flat_weights[layer * per_layer:(layer + 1) * per_layer]
+        start = hidden[layer * directions:(layer + 1) * directions] if hidden is not None else None
+        data, h_layer = _one_layer(gru, weights, data, inputs, start)
+        h_n.append(h_layer)
+    output = PackedSequence(data, inputs.batch_sizes) if isinstance(inputs, PackedSequence) else data
+    return output, torch.cat(h_n)
+
+
+def _one_layer(gru: nn.GRU, weights: list[Tensor], data: Tensor, inputs: Tensor | PackedSequence,
+               hidden: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One layer of ``gru`` (both directions) with its flat weights, as nn.GRU runs it: data is the packed
+    data (N, in) when ``inputs`` is packed, else (B, T, in). Returns the layer's output and h_n (D, B, H)."""
+    directions = 2 if gru.bidirectional else 1
+    if isinstance(inputs, PackedSequence):
+        batch = int(inputs.batch_sizes[0])  # batch_sizes live on the CPU: no device sync
+    else:
+        batch = data.size(0)
+    if hidden is None:
+        hidden = data.new_zeros(directions, batch, gru.hidden_size)
+    if isinstance(inputs, PackedSequence):
+        return torch._VF.gru(data, inputs.batch_sizes, hidden, weights, gru.bias, 1, 0.0, True, gru.bidirectional)
+    return torch._VF.gru(data, hidden, weights, gru.bias, 1, 0.0, True, gru.bidirectional, True)
 
 
 def join_directions(h_n: Tensor, num_layers: int, bidirectional: bool) -> Tensor:
@@ -90,8 +145,18 @@ class Encoder(nn.Module):
         own order, each sentence's state at its own last real token.
         """
         embedded = self.dropout(self.embedding(src_ids))
-        packed = pack_padded_sequence(embedded, cpu_lengths(src_lengths), batch_first=True, enforce_sorted=False)
-        packed_output, h_n = self.gru(packed)
+        lengths = cpu_lengths(src_lengths)
+        order = torch.sort(lengths, descending=True, stable=True).indices
+        in_order = bool((order == torch.arange(len(order))).all())
+        if not in_order:
+            restore = torch.empty_like(order)
+            restore[order] = torch.arange(len(order))
+            embedded = embedded.index_select(0, to_device_async(order, embedded.device))
+        packed = pack_padded_sequence(embedded, lengths[order], batch_first=True, enforce_sorted=True)
+        packed_output, h_n = run_gru(self.gru, packed, training=self.training)
         # total_length keeps S columns even when the batch was padded beyond its longest sentence.
         output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=src_ids.size(1))
+        if not in_order:
+            restore = to_device_async(restore, embedded.device)
+            output, h_n = output.index_select(0, restore), h_n.index_select(1, restore)
         return output, h_n

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 from .decoder import AttentionType, Decoder, DecoderState, StepOutput
+from ..device import to_device_async
 from .encoder import Encoder, EncoderOutput, join_directions
 
 logger = logging.getLogger(__name__)
@@ -119,8 +120,9 @@ class Seq2Seq(nn.Module):
         if src_ids.size(1) == 0:
             src_ids = src_ids.new_full((src_ids.size(0), 1), self.pad_id)
         src_lengths = src_lengths.clamp(min=1)
+        self.decoder.forget_arranged_weights()  # a new search: the weights may have changed since the last
         output, h_n = self.encoder(src_ids, src_lengths)
-        device_lengths = src_lengths.to(src_ids.device, non_blocking=True)
+        device_lengths = to_device_async(src_lengths, src_ids.device)  # pinned: the host does not wait
         src_mask = torch.arange(src_ids.size(1), device=src_ids.device)[None, :] < device_lengths[:, None]
         attention = self.decoder.attention
         keys = None if attention is None else attention.precompute_keys(output)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..config import DecodeConfig
+from ..device import to_device_async
 from ..ids import BOS_ID, EOS_ID, PAD_ID
 from .common import NEG_INF, Hypothesis, StepModel, length_penalty, mask_log_probs, max_output_lengths
 
@@ -132,7 +133,7 @@ class _Beams:
     def select(self, keep: Tensor, beam_size: int, keep_model_state: bool = True) -> _Beams:
         """The sentences ``keep`` (A',) CPU long, with their K beams each; model state dropped for finished ones."""
         device = self.log_prob.device
-        sentences = keep.to(device)
+        sentences = to_device_async(keep, device)  # no second host sync in this step
         rows = (sentences.unsqueeze(1) * beam_size + torch.arange(beam_size, device=device)).view(-1)
         return _Beams(
             sentence=self.sentence[keep], limits=self.limits[keep], limit_rows=self.limit_rows[rows],

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..config import DecodeConfig
+from ..device import to_device_async
 from ..ids import BOS_ID, EOS_ID
 from .common import Hypothesis, StepModel, length_penalty, mask_log_probs, max_output_lengths
 
@@ -46,7 +47,7 @@ def greedy_search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, option
                 break
             still_open = (~finished).nonzero()[:, 0]
             rows = rows.select(still_open)
-            tgt_ids = tgt_ids.index_select(0, still_open.to(device))
+            tgt_ids = tgt_ids.index_select(0, to_device_async(still_open, device))
         prev_ids = tgt_ids
     return _greedy_hypotheses(finished_parts, src_lengths, options.length_penalty)
 
@@ -79,7 +80,7 @@ class _GreedyRows:
 
     def select(self, keep: Tensor, keep_model_state: bool = True) -> _GreedyRows:
         """The rows ``keep`` (A',) CPU long; without the encoder output and state for rows that are done."""
-        on_device = keep.to(self.history.device)
+        on_device = to_device_async(keep, self.history.device)  # no second host sync in this step
         return _GreedyRows(
             sentence=self.sentence[keep], limits=self.limits[keep], limit_rows=self.limit_rows[on_device],
             enc=self.enc.index_select(on_device) if keep_model_state else None,

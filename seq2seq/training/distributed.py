@@ -6,6 +6,7 @@ without them training runs as a single process and every helper here is a no-op.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ import torch.distributed as dist
 
 from ..device import resolve_device
 from ..errors import ConfigError
+
+# Ranks wait in a collective while rank 0 alone trains the tokenizer (minutes on millions of pairs) or
+# validates (a beam search over the dev set): NCCL's default of 10 minutes would kill such runs.
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,24 @@ def init_distributed(device_spec: str) -> DistContext:
         if device_spec not in ("auto", "cuda"):
             raise ConfigError(f"train.device={device_spec} names one GPU, but torchrun gives each process its own; "
                               f"use train.device=cuda or auto")
-        device = torch.device("cuda", local_rank)
+        device = rank_device(local_rank, torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # device_id binds the NCCL communicator to this rank's GPU at once (no guessing in the first collective).
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=PROCESS_GROUP_TIMEOUT,
+                                device_id=device if device.type == "cuda" else None)
     return DistContext(rank=rank, world_size=world_size, device=device)
+
+
+def rank_device(local_rank: int, visible: int) -> torch.device:
+    """This rank's GPU: cuda:LOCAL_RANK when the process sees every GPU of its node, cuda:0 when a launcher
+    (SLURM, Kubernetes, CUDA_VISIBLE_DEVICES per rank) shows it only its own."""
+    if visible == 1:
+        return torch.device("cuda", 0)
+    if local_rank >= visible:
+        raise ConfigError(f"LOCAL_RANK={local_rank} but this process sees only {visible} GPUs; start at most "
+                          f"{visible} processes per node (torchrun --nproc_per_node) or show each its own GPU")
+    return torch.device("cuda", local_rank)
 
 
 def shutdown_distributed(ctx: DistContext) -> None:

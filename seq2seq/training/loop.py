@@ -32,7 +32,8 @@ from .loss import Objective
 from .lock import hold_run_dir
 from .progress import Reporter
 from .run import (StopFlag, TrainState, capture_rng_state, check_resume_device, clear_run, describe_survivors,
-                  open_run, restore_training, resume_config, seed_everything, stop_signals, training_state)
+                  open_run, restore_training, resume_config, seed_everything, stop_signals, training_state,
+                  use_deterministic_algorithms)
 from .schedule import lr_at, update_plateau
 from .step import build_optimizer, train_step
 from .validation import Validation, stop_score, validate
@@ -113,6 +114,7 @@ def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ct
     """Seed, data, model, optimizer, and the state of the checkpoint being resumed, if any."""
     tcfg = cfg.train
     seed_everything(tcfg.seed + ctx.rank)
+    use_deterministic_algorithms(tcfg.deterministic)
     amp = resolve_amp(tcfg.amp, ctx.device)
     init = load_matching_checkpoint(tcfg.init_from, cfg.model) if checkpoint is None and tcfg.init_from else None
     # Fine-tuning encodes the data with the tokenizer of the checkpoint it started from (last.pt keeps it).

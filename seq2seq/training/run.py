@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import shutil
 import signal
@@ -80,6 +81,21 @@ def seed_everything(seed: int) -> None:
         import numpy as np
 
         np.random.seed(seed)
+
+
+def use_deterministic_algorithms(enabled: bool) -> None:
+    """``train.deterministic``: deterministic kernels on CUDA (an error names any op that has none).
+
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` set before its first handle is created, so this runs
+    before the model touches the GPU; a value the user exported is kept. cuDNN's autotuner is
+    off either way under it, since it may pick a different algorithm after a restart.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    if enabled:
+        torch.backends.cudnn.benchmark = False
 
 
 def capture_rng_state() -> dict[str, Any]:

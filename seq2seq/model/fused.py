@@ -1,0 +1,295 @@
+"""The fused step-wise recurrence of the Bahdanau decoder: attention and an L-layer GRU, stepped over T tokens.
+
+The decoder's ``nn.GRU`` holds the parameters (so checkpoints keep their names and shapes);
+this module runs PyTorch's GRU equations on them (GRU_FACTS.md, 7), gates stacked r|z|n:
+
+    r = σ(W_ir x + b_ir + W_hr h + b_hr),  z = σ(W_iz x + b_iz + W_hz h + b_hz),
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),  h' = (1 − z) ⊙ n + z ⊙ h.
+
+What one ``nn.GRU`` call per step cannot do, this does:
+
+- the embedding half of layer 0's input product (``gi_embedded``) arrives computed for all T
+  steps by one matrix product before the loop;
+- the attention's query projection rides in the top layer's recurrent product: both read the
+  previous top state, so one (B, H) x (H, 3H + A) product serves both;
+- the masked-softmax bias is built once per batch, the keys once per batch (by the caller);
+- :class:`StepwiseRecurrence` is the whole loop as one autograd node. Its backward walks the
+  steps in reverse for the state gradients only and then computes every weight gradient as
+  one matrix product over all T*B rows, as cuDNN does for full sequences, instead of T small
+  accumulations;
+- dropout between GRU layers is drawn from torch's generator (``bernoulli_``), so a resumed
+  run that restores torch's RNG state draws the same masks on the CPU and on CUDA.
+
+Matrix products run in the autocast dtype when autocast is on (bf16: real bf16 products with
+fp32 accumulation); the recurrent state, the gates and the softmax stay fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LoopWeights:
+    """The parameters one step reads, in the product dtype.
+
+    ``top`` (3H + A, H) = [W_hh of the top layer; W_q], ``top_bias`` (3H + A,) (biases stay fp32); ``hh`` / ``hh_bias``:
+    W_hh, b_hh of the layers below the top; ``ih`` / ``ih_bias``: W_ih, b_ih of layers 1..L-1;
+    ``ih_context`` (3H, C): the context half of layer 0's W_ih; ``energy`` (A,): v of v^T tanh(...).
+    """
+
+    top: Tensor
+    top_bias: Tensor
+    hh: list[Tensor]
+    hh_bias: list[Tensor]
+    ih: list[Tensor]
+    ih_bias: list[Tensor]
+    ih_context: Tensor
+    energy: Tensor
+
+
+@dataclass
+class LoopTrace:
+    """What the backward pass needs from the forward, per step (lists, so the forward copies nothing):
+    hiddens[l] T+1 states (B, H), h_0 first; gates[l] T tuples r, z, n, W_hn h + b_hn, each (B, H);
+    energies T tensors tanh(q + k) (B, S, A); context (T, B, C) and weights (T, B, S), the loop's outputs."""
+
+    hiddens: list[list[Tensor]]
+    gates: list[list[tuple[Tensor, Tensor, Tensor, Tensor]]]
+    energies: list[Tensor]
+    context: Tensor | None = None
+    weights: Tensor | None = None
+
+
+def product_dtype(device: torch.device) -> torch.dtype:
+    """The dtype autocast would give a matrix product on ``device`` now (fp32 without autocast)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return torch.float32
+
+
+def gather_weights(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch.nn.Linear, embedding_size: int,
+                   dtype: torch.dtype) -> LoopWeights:
+    """The decoder's parameters arranged for the loop (detached; the caller passes the originals to autograd)."""
+    top = gru.num_layers - 1
+    w = lambda name: getattr(gru, name).detach().to(dtype)  # noqa: E731
+    b = lambda name: getattr(gru, name).detach().float()  # noqa: E731  biases are added in fp32
+    return LoopWeights(
+        top=torch.cat([w(f"weight_hh_l{top}"), query_proj.weight.detach().to(dtype)]),
+        top_bias=torch.cat([b(f"bias_hh_l{top}"), query_proj.bias.detach().float()]),
+        hh=[w(f"weight_hh_l{k}") for k in range(top)], hh_bias=[b(f"bias_hh_l{k}") for k in range(top)],
+        ih=[w(f"weight_ih_l{k}") for k in range(1, top + 1)], ih_bias=[b(f"bias_ih_l{k}") for k in range(1, top + 1)],
+        ih_context=w("weight_ih_l0")[:, embedding_size:], energy=energy.weight.detach().to(dtype)[0])
+
+
+def gru_cell(gi: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """PyTorch's GRU cell from its two products: gi = W_ih x + b_ih, gh = W_hh h + b_hh, both (B, 3H) fp32.
+
+    Returns h' (B, H) and the gates r, z, n and W_hn h + b_hn that the backward pass reads.
+    """
+    size = h.size(1)
+    rz = torch.sigmoid(gi[:, :2 * size] + gh[:, :2 * size])
+    r, z = rz[:, :size], rz[:, size:]
+    gh_n = gh[:, 2 * size:]
+    n = torch.tanh(torch.addcmul(gi[:, 2 * size:], r, gh_n))
+    return torch.addcmul(n, z, h - n), (r, z, n, gh_n)
+
+
+def gru_cell_backward(dh_new: Tensor, h: Tensor, r: Tensor, z: Tensor, n: Tensor, gh_n: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients through one cell: dh' (B, H) -> d gi (B, 3H), d gh (B, 3H), and dh through z alone (B, H)."""
+    dn_pre = dh_new * (1 - z) * (1 - n * n)
+    dz_pre = dh_new * (h - n) * z * (1 - z)
+    dr_pre = dn_pre * gh_n * r * (1 - r)
+    return torch.cat([dr_pre, dz_pre, dn_pre], 1), torch.cat([dr_pre, dz_pre, dn_pre * r], 1), dh_new * z
+
+
+def _mm(x: Tensor, weight: Tensor) -> Tensor:
+    """x (N, in) fp32 times weight.T (out, in) in the weight's dtype -> (N, out) fp32."""
+    return torch.mm(x.to(weight.dtype), weight.t()).float()
+
+
+def _affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """bias (out,) or (N, out) fp32 + x (N, in) fp32 times weight.T in the weight's dtype -> (N, out) fp32."""
+    if weight.dtype == torch.float32:
+        return torch.addmm(bias, x, weight.t())
+    return torch.mm(x.to(weight.dtype), weight.t()).float() + bias
+
+
+def _attend(query: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor, energy: Tensor
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """Additive attention from a projected query (B, A) fp32: context (B, C), weights (B, S) and the
+    energies tanh(q + k) (B, S, A), all fp32."""
+    energies = torch.add(query[:, None, :], keys).tanh_()  # (B, S, A)
+    scores = torch.matmul(energies.to(energy.dtype), energy).float() + mask_bias
+    weights = torch.softmax(scores, dim=-1)
+    return torch.bmm(weights[:, None, :].to(values.dtype), values).squeeze(1).float(), weights, energies
+
+
+def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
+             drop: Tensor | None, w: LoopWeights, trace: LoopTrace | None = None
+             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The forward loop, without autograd. gi_embedded (T, B, 3H) fp32 (b_ih of layer 0 included), hidden (L, B, H),
+    keys (B, S, A), values (B, S, C) in the product dtype, mask_bias (B, S) 0 or -inf, drop (L-1, T, B, H) or None.
+
+    Returns top (T, B, H), context (T, B, C), attention weights (T, B, S) and the last hidden (L, B, H), all fp32;
+    fills ``trace`` when given.
+    """
+    steps, layers, size = gi_embedded.size(0), hidden.size(0), hidden.size(2)
+    states = list(hidden.float().unbind(0))
+    tops, contexts, all_weights = [], [], []
+    for t in range(steps):
+        merged = _affine(states[-1], w.top, w.top_bias)
+        gh_top, query = merged[:, :3 * size], merged[:, 3 * size:]
+        context, weights, energies = _attend(query, keys, values, mask_bias, w.energy)
+        x_gi = _affine(context, w.ih_context, gi_embedded[t])
+        for k in range(layers):
+            if k > 0:
+                below = states[k - 1] if drop is None else states[k - 1] * drop[k - 1, t]
+                x_gi = _affine(below, w.ih[k - 1], w.ih_bias[k - 1])
+            gh = gh_top if k == layers - 1 else _affine(states[k], w.hh[k], w.hh_bias[k])
+            states[k], gates = gru_cell(x_gi, gh, states[k])
+            if trace is not None:
+                trace.hiddens[k].append(states[k])
+                trace.gates[k].append(gates)
+        if trace is not None:
+            trace.energies.append(energies)
+        tops.append(states[-1])
+        contexts.append(context)
+        all_weights.append(weights)
+    return torch.stack(tops), torch.stack(contexts), torch.stack(all_weights), torch.stack(states)
+
+
+def new_trace(hidden: Tensor) -> LoopTrace:
+    """An empty trace for a loop starting from hidden (L, B, H)."""
+    return LoopTrace(hiddens=[[h] for h in hidden.float().unbind(0)], gates=[[] for _ in range(hidden.size(0))],
+                     energies=[])
+
+
+def _mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
+    """A weight gradient over all T*B rows at once: grad (T, B, O), x (T, B, I) -> grad^T x (O, I) fp32."""
+    return torch.mm(grad.reshape(-1, grad.size(-1)).t().to(dtype), x.reshape(-1, x.size(-1)).to(dtype)).float()
+
+
+def _attend_backward(d_context: Tensor, energies: Tensor, weights: Tensor, values: Tensor, energy: Tensor,
+                     d_keys: Tensor, d_energy: Tensor) -> Tensor:
+    """One step of additive attention backwards: d context (B, C) -> d query (B, A); adds into d_keys (B, S, A)
+    and d_energy (A,). energies (B, S, A) = tanh(q + k) as the forward kept them."""
+    d_weights = torch.bmm(values, d_context[:, :, None].to(values.dtype)).squeeze(-1).float()
+    d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))
+    d_energy.add_(torch.mm(d_scores.reshape(1, -1), energies.reshape(-1, energies.size(-1)))[0])
+    upstream = d_scores[:, :, None] * energy.float()  # d(score)/d(tanh) = v
+    d_pre = torch.addcmul(upstream, upstream * energies, energies, value=-1.0)  # times 1 - tanh^2
+    d_keys.add_(d_pre)
+    return d_pre.sum(1)
+
+
+class StepwiseRecurrence(torch.autograd.Function):
+    """The Bahdanau decoder's recurrence over T steps as one autograd node (see the module docstring).
+
+    apply(gi_embedded (T, B, 3H), hidden (L, B, H), keys (B, S, A), values (B, S, C), mask_bias (B, S),
+    drop (L-1, T, B, H) or None, embedding_size, gru, query_proj, energy, *params) -> top (T, B, H),
+    context (T, B, C), weights (T, B, S) (not differentiable), last hidden (L, B, H); ``params`` are the
+    parameters the loop reads (:func:`loop_parameters`), passed so that autograd sees them.
+    """
+
+    @staticmethod
+    def forward(ctx, gi_embedded, hidden, keys, values, mask_bias, drop, embedding_size, gru, query_proj, energy,
+                *params):
+        dtype = product_dtype(gi_embedded.device)
+        with torch.autocast(gi_embedded.device.type, enabled=False):
+            w = gather_weights(gru, query_proj, energy, embedding_size, dtype)
+            keys_c, values_c = keys.to(dtype), values.to(dtype)
+            trace = new_trace(hidden)
+            outputs = run_loop(gi_embedded.float(), hidden, keys_c, values_c, mask_bias, drop, w, trace)
+            trace.context, trace.weights = outputs[1], outputs[2]
+        ctx.trace, ctx.w, ctx.drop = trace, w, drop
+        ctx.save_for_backward(keys_c, values_c)
+        ctx.dtypes = (gi_embedded.dtype, hidden.dtype, keys.dtype, values.dtype)
+        ctx.mark_non_differentiable(outputs[2])
+        return outputs
+
+    @staticmethod
+    def backward(ctx, d_top, d_context, _d_weights, d_last):
+        keys, values = ctx.saved_tensors
+        trace, w, drop = ctx.trace, ctx.w, ctx.drop
+        with torch.autocast(keys.device.type, enabled=False):
+            d_gi, d_gh, d_top_q, d_ctx, d_hidden, d_keys, d_energy = _backward_steps(
+                d_top.float(), d_context.float(), d_last.float(), trace, w, keys, values, drop)
+            grads = _weight_grads(d_gi, d_gh, d_top_q, d_ctx, trace, drop, w.top.dtype)
+            d_values = torch.bmm(trace.weights.permute(1, 2, 0), d_ctx.transpose(0, 1))
+        gi_dtype, hidden_dtype, keys_dtype, values_dtype = ctx.dtypes
+        size = trace.hiddens[0][0].size(1)
+        d_top_w, d_top_b = grads.pop("top"), grads.pop("top_bias")
+        params = [grads["ih_context"]]
+        for k in range(len(trace.hiddens)):
+            last = k == len(trace.hiddens) - 1
+            params += [d_top_w[:3 * size] if last else grads[f"hh{k}"],
+                       d_top_b[:3 * size] if last else grads[f"hhb{k}"]]
+        for k in range(1, len(trace.hiddens)):
+            params += [grads[f"ih{k}"], grads[f"ihb{k}"]]
+        params += [d_top_w[3 * size:], d_top_b[3 * size:], d_energy[None, :]]
+        return (d_gi[0].to(gi_dtype), d_hidden.to(hidden_dtype), d_keys.to(keys_dtype), d_values.to(values_dtype),
+                None, None, None, None, None, None, *params)
+
+
+def loop_parameters(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch.nn.Linear,
+                    embedding_size: int) -> list[Tensor]:
+    """The parameters :class:`StepwiseRecurrence` reads, in the order its backward returns their gradients."""
+    params = [gru.weight_ih_l0[:, embedding_size:]]
+    for k in range(gru.num_layers):
+        params += [getattr(gru, f"weight_hh_l{k}"), getattr(gru, f"bias_hh_l{k}")]
+    for k in range(1, gru.num_layers):
+        params += [getattr(gru, f"weight_ih_l{k}"), getattr(gru, f"bias_ih_l{k}")]
+    return params + [query_proj.weight, query_proj.bias, energy.weight]
+
+
+def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: LoopTrace, w: LoopWeights,
+                    keys: Tensor, values: Tensor, drop: Tensor | None):
+    """The reverse walk over time: per-step gradients of the products' outputs, collected for the weight
+    gradients, and the gradients of the initial state, the keys and the energy vector."""
+    steps, (batch, size) = len(trace.gates[0]), trace.hiddens[0][0].shape
+    layers = len(trace.hiddens)
+    dh = list(d_last.unbind(0))
+    d_gi = [d_top.new_empty(steps, batch, 3 * size) for _ in range(layers)]
+    d_gh = [d_top.new_empty(steps, batch, 3 * size) for _ in range(layers - 1)]
+    d_top_q = d_top.new_empty(steps, batch, w.top.size(0))
+    d_ctx = torch.empty_like(d_context)
+    d_keys = torch.zeros(keys.shape, dtype=torch.float32, device=keys.device)
+    d_energy = torch.zeros(keys.size(2), dtype=torch.float32, device=keys.device)
+    for t in range(steps - 1, -1, -1):
+        dh[-1] = dh[-1] + d_top[t]
+        for k in range(layers - 1, -1, -1):
+            gi_grad, gh_grad, dh[k] = gru_cell_backward(dh[k], trace.hiddens[k][t], *trace.gates[k][t])
+            d_gi[k][t] = gi_grad
+            if k == layers - 1:
+                d_top_q[t, :, :3 * size] = gh_grad
+            else:
+                d_gh[k][t] = gh_grad
+                dh[k] = dh[k] + torch.mm(gh_grad.to(w.hh[k].dtype), w.hh[k]).float()
+            if k > 0:
+                d_below = torch.mm(gi_grad.to(w.ih[k - 1].dtype), w.ih[k - 1]).float()
+                dh[k - 1] = dh[k - 1] + (d_below if drop is None else d_below * drop[k - 1, t])
+        d_ctx[t] = d_context[t] + torch.mm(d_gi[0][t].to(w.ih_context.dtype), w.ih_context).float()
+        d_top_q[t, :, 3 * size:] = _attend_backward(d_ctx[t], trace.energies[t], trace.weights[t], values, w.energy,
+                                                    d_keys, d_energy)
+        dh[-1] = dh[-1] + torch.mm(d_top_q[t].to(w.top.dtype), w.top).float()
+    return d_gi, d_gh, d_top_q, d_ctx, torch.stack(dh), d_keys, d_energy
+
+
+def _weight_grads(d_gi: list[Tensor], d_gh: list[Tensor], d_top_q: Tensor, d_ctx: Tensor, trace: LoopTrace,
+                  drop: Tensor | None, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Every weight gradient of the loop as one product over all T*B rows."""
+    layers = len(trace.hiddens)
+    hiddens = [torch.stack(states) for states in trace.hiddens]  # (T+1, B, H) per layer
+    grads = {"ih_context": _mm_t(d_gi[0], trace.context, dtype),
+             "top": _mm_t(d_top_q, hiddens[-1][:-1], dtype), "top_bias": d_top_q.sum((0, 1))}
+    for k in range(layers - 1):
+        grads[f"hh{k}"], grads[f"hhb{k}"] = _mm_t(d_gh[k], hiddens[k][:-1], dtype), d_gh[k].sum((0, 1))
+    for k in range(1, layers):
+        below = hiddens[k - 1][1:] if drop is None else hiddens[k - 1][1:] * drop[k - 1]
+        grads[f"ih{k}"], grads[f"ihb{k}"] = _mm_t(d_gi[k], below, dtype), d_gi[k].sum((0, 1))
+    return grads
