@@ -19,7 +19,6 @@ from typing import Any, TextIO
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .checkpoint import load_model
 from .config import Config, DecodeConfig
@@ -27,6 +26,7 @@ from .data.batches import length_sorted_batches, pad_ids
 from .device import resolve_decode_amp, resolve_device
 from .errors import ConfigError
 from .ids import EOS_ID
+from .logs import count_lines, progress
 from .plots import plot_attention, require_matplotlib
 from .search import Hypothesis, search
 from .textio import atomic_output, iter_file_lines, iter_lines
@@ -66,6 +66,9 @@ class Translator:
 
     ``model``, ``tokenizer`` and ``config`` are those the checkpoint was trained with;
     ``config.decode`` holds the default search settings.
+
+    >>> translator = Translator.from_pretrained("runs/quickstart/model")  # doctest: +SKIP
+    >>> translator.translate(["la navo fela amat."], beam_size=5)  # doctest: +SKIP
     """
 
     def __init__(self, model: Any, tokenizer: Any, config: Config, device: torch.device) -> None:
@@ -76,9 +79,29 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Translator:
-        """Load a checkpoint onto ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device)."""
+        """Load a checkpoint onto ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device).
+
+        >>> Translator.from_checkpoint("runs/quickstart/best.pt").translate(["la navo fela amat."])  # doctest: +SKIP
+        """
         resolved = resolve_device(device) if isinstance(device, str) else device
         loaded = load_model(path, resolved)
+        return cls(loaded.model, loaded.tokenizer, loaded.config, resolved)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu",
+                        revision: str | None = None, cache_dir: str | Path | None = None) -> Translator:
+        """Load a model folder written by ``seq2seq export``, or download one from the Hugging Face Hub.
+
+        ``name_or_path`` is a local folder or a hub id (``user/model``, fetched once into the
+        hub cache). Nothing in the folder is unpickled: weights are safetensors, the config YAML.
+
+        >>> translator = Translator.from_pretrained("exported/quickstart")  # doctest: +SKIP
+        >>> translator.translate(["la hundo dormas."])  # doctest: +SKIP
+        """
+        from .hub import load_pretrained
+
+        resolved = resolve_device(device) if isinstance(device, str) else device
+        loaded = load_pretrained(name_or_path, resolved, revision=revision, cache_dir=cache_dir)
         return cls(loaded.model, loaded.tokenizer, loaded.config, resolved)
 
     @property
@@ -176,10 +199,18 @@ def format_translation(line: TranslatedLine, nbest: int) -> list[str]:
     return rows + ["-inf\t"] * (nbest - len(rows))
 
 
-def translate_command(*, checkpoint: str, input_path: str | None, output_path: str | None,
-                      decode_overrides: dict[str, Any], device: str, attention_plot: str | None) -> None:
-    """``seq2seq translate``: stdin or a file to stdout or a file, one line (or nbest lines) per input line."""
-    translator = Translator.from_checkpoint(checkpoint, device)
+def translate_command(*, checkpoint: str | None, input_path: str | None, output_path: str | None,
+                      decode_overrides: dict[str, Any], device: str, attention_plot: str | None,
+                      model: str | None = None) -> None:
+    """``seq2seq translate``: stdin or a file to stdout or a file, one line (or nbest lines) per input line.
+
+    The model comes from ``checkpoint`` (a .pt file) or ``model`` (an exported folder or hub id).
+    """
+    if model is not None:
+        translator = Translator.from_pretrained(model, device)
+        checkpoint = model
+    else:
+        translator = Translator.from_checkpoint(checkpoint, device)
     options = translator.decode_options(decode_overrides)
     if attention_plot:
         check_can_plot_attention(translator, checkpoint)
@@ -196,9 +227,18 @@ def translate_command(*, checkpoint: str, input_path: str | None, output_path: s
         _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
         return
     with atomic_output(output_path) as handle:
-        progress = tqdm(translated, unit=" lines", file=sys.stderr, desc="translate", mininterval=1.0)
-        _write_lines(progress, handle, options.nbest, translator, attention_plot)
+        total = _line_count(input_path)
+        _write_lines(progress(translated, desc="translate", unit="lines", total=total), handle, options.nbest,
+                     translator, attention_plot)
     logger.info("wrote %s", output_path)
+
+
+def _line_count(path: str | None) -> int | None:
+    """Lines of the input file, for the time left in the progress lines (None for stdin or an unreadable file)."""
+    try:
+        return count_lines(path) if path else None
+    except (OSError, EOFError):
+        return None  # reading it properly reports the problem, with the file's name
 
 
 def _write_lines(translated: Iterable[TranslatedLine], handle: TextIO, nbest: int, translator: Translator,
