@@ -38,13 +38,14 @@ class FakeWriter:
 
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, FakeWriter]:
-    """tiny.yaml to the end of its 2 epochs, label smoothing on, a log line every 4 steps, a fake TensorBoard."""
+    """tiny.yaml to the end of its 2 epochs, label smoothing on, a log line every 5 steps, a fake TensorBoard."""
     writer = FakeWriter()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(progress_module, "_tensorboard_writer", lambda run_dir: writer)
-        cfg = load_config("tiny", ["train.log_every=4", "train.label_smoothing=0.1"])
+        # 14 steps an epoch: a log line every 5 steps leaves the last one (step 28) for the flush after the epoch ends.
+        cfg = load_config("tiny", ["train.log_every=5", "train.label_smoothing=0.1"])
         run_dir = tmp_path_factory.mktemp("logged")
-        result = train(cfg, run_dir, command="seq2seq train tiny --set train.log_every=4")
+        result = train(cfg, run_dir, command="seq2seq train tiny --set train.log_every=5")
     return result, run_dir, writer
 
 
@@ -90,7 +91,7 @@ def test_tensorboard_gets_labelled_losses_grad_norm_config_and_dev_translations(
 
 def test_the_command_goes_into_train_log(logged_run):
     _, run_dir, _ = logged_run
-    assert "command: seq2seq train tiny --set train.log_every=4" in (run_dir / "train.log").read_text()
+    assert "command: seq2seq train tiny --set train.log_every=5" in (run_dir / "train.log").read_text()
 
 
 def test_progress_off_a_terminal_is_plain_lines_with_rate_and_time_left(caplog: pytest.LogCaptureFixture):
