@@ -7,13 +7,15 @@ The public API::
 
     from seq2seq import Translator, load_config, prepare, train
 
-    cfg = load_config("configs/quickstart.yaml", ["train.max_steps=200"])
-    result = train(cfg, run_dir="runs/quickstart")          # -> TrainResult
+    cfg = load_config("quickstart", ["train.max_steps=200"])  # a shipped config, or a YAML file
+    result = train(cfg, run_dir="runs/quickstart")            # -> TrainResult
     translator = Translator.from_checkpoint(result.best_checkpoint)
     print(translator.translate(["la navo fela amat."]))
 
 ``Seq2Seq`` is the model (``encode``, ``init_state``, ``decode_step``), ``Config`` the
 typed configuration, ``prepare`` reads, tokenizes and caches the data of a config.
+``Translator.from_pretrained`` loads a model folder written by ``seq2seq export`` (or
+one on the Hugging Face Hub). The command line: ``seq2seq --help``.
 """
 
 from __future__ import annotations
@@ -43,4 +45,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(__all__)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from . import __version__
 from .config import load_config
 from .errors import Seq2SeqError
+from .logs import setup_logging
 
 # Each handler imports its command's module when it runs, so that `seq2seq --help` and argument
 # errors answer at once instead of paying for torch first.
@@ -19,9 +21,10 @@ SET_HELP = "override a config field, e.g. --set train.lr=1e-3 (repeatable)"
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
+    args.command_line = shlex.join(["seq2seq", *argv])
+    setup_logging(args.quiet)
     try:
         return args.handler(args) or 0
     except Seq2SeqError as exc:
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent neural machine translation with GRUs.")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"seq2seq {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, helptext, add_arguments, handler in _COMMANDS:
         sub = commands.add_parser(name, help=helptext, description=helptext)
@@ -51,14 +55,22 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _config_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("config", help="YAML config file (see configs/)")
+    sub.add_argument("config", help="a YAML config file, or the name of a shipped one (see `seq2seq config list`)")
     sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help=SET_HELP)
 
 
-def _decode_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("-c", "--checkpoint", dest="checkpoints", action="append", required=True, metavar="CHECKPOINT",
-                     help="a checkpoint written by `seq2seq train`; repeat it to decode with an ensemble")
+def _decode_arguments(sub: argparse.ArgumentParser, model_folders: bool = False) -> None:
+    checkpoint_help = "a checkpoint written by `seq2seq train`; repeat it to decode with an ensemble"
+    if model_folders:
+        source = sub.add_mutually_exclusive_group(required=True)
+        source.add_argument("-c", "--checkpoint", dest="checkpoints", action="append", metavar="CHECKPOINT",
+                            help=checkpoint_help)
+        source.add_argument("-m", "--model", help="a model folder written by `seq2seq export`, or a Hugging Face "
+                                                  "Hub id (user/model)")
+    else:
+        sub.add_argument("-c", "--checkpoint", dest="checkpoints", action="append", required=True,
+                         metavar="CHECKPOINT", help=checkpoint_help)
     sub.add_argument("--beam-size", type=int, help="1 = greedy (default: the checkpoint's decode.beam_size)")
     sub.add_argument("--nbest", type=int, help="hypotheses per sentence, best first (translate only)")
     sub.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha; 0 = none")
@@ -119,12 +131,12 @@ def _run_train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     overrides = [*args.overrides, *([f"train.init_from={args.init_from}"] if args.init_from else [])]
     result = train(load_config(args.config, overrides), run_dir=run_dir, resume=args.resume,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, command=args.command_line)
     return result.exit_status
 
 
 def _translate_arguments(sub: argparse.ArgumentParser) -> None:
-    _decode_arguments(sub)
+    _decode_arguments(sub, model_folders=True)
     sub.add_argument("-i", "--input", help="source sentences, one per line (default: stdin; .gz accepted)")
     sub.add_argument("-o", "--output", help="where translations go (default: stdout)")
 
@@ -134,7 +146,7 @@ def _run_translate(args: argparse.Namespace) -> None:
 
     translate_command(checkpoint=args.checkpoints, input_path=args.input, output_path=args.output,
                       decode_overrides=_decode_overrides(args), device=args.device,
-                      attention_plot=args.attention_plot)
+                      attention_plot=args.attention_plot, model=args.model)
 
 
 def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
@@ -216,18 +228,89 @@ def _run_inspect(args: argparse.Namespace) -> None:
                     as_json=args.as_json, plot_dir=args.plot, device=args.device)
 
 
+def _config_show_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("config", nargs="?", help="a config file or shipped name (default: the built-in defaults)")
+    sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help=SET_HELP)
+
+
+def _run_config_show(args: argparse.Namespace) -> None:
+    from .catalog import describe_config
+
+    print(describe_config(load_config(args.config, args.overrides)), end="")
+
+
+def _run_config_list(args: argparse.Namespace) -> None:
+    from .catalog import config_summary, shipped_configs
+
+    shipped = shipped_configs()
+    width = max(map(len, shipped))
+    for name, path in shipped.items():
+        print(f"{name:<{width}}  {config_summary(path)}")
+
+
+def _config_arguments_group(sub: argparse.ArgumentParser) -> None:
+    actions = sub.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="print the resolved config: every key, its value and its help",
+                              description="print the resolved config as YAML, every key with a one-line help")
+    _config_show_arguments(show)
+    show.set_defaults(handler=_run_config_show)
+    listing = actions.add_parser("list", help="list the configs shipped with the package")
+    listing.set_defaults(handler=_run_config_list)
+
+
+def _export_split_arguments(sub: argparse.ArgumentParser) -> None:
+    _config_arguments(sub)
+    sub.add_argument("--split", choices=["train", "dev", "test"], default="test", help="which split (default test)")
+    sub.add_argument("--out", required=True, help="path prefix: writes PREFIX.SRC_LANG and PREFIX.TGT_LANG")
+
+
+def _run_export_split(args: argparse.Namespace) -> None:
+    from .data.corpora import export_split
+
+    src, tgt, count = export_split(load_config(args.config, args.overrides).data, args.split, args.out)
+    print(f"wrote {count} pairs to {src} and {tgt}")
+
+
+def _export_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("checkpoint", help="a checkpoint written by `seq2seq train` (best.pt)")
+    sub.add_argument("directory", help="the model folder to write")
+    sub.add_argument("--scores", action="append", default=[], metavar="JSON",
+                     help="`seq2seq evaluate --json` output to list in the model card (repeatable)")
+    sub.add_argument("--overwrite", action="store_true", help="replace a non-empty DIRECTORY")
+    sub.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face Hub repo")
+    sub.add_argument("--private", action="store_true", help="create the hub repository as private")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from .hub import export_model, push_to_hub, read_scores
+
+    directory = export_model(args.checkpoint, args.directory, scores=read_scores(args.scores),
+                             overwrite=args.overwrite)
+    print(f"wrote the model folder {directory}")
+    if args.push_to_hub:
+        print(f"uploaded to {push_to_hub(directory, args.push_to_hub, private=args.private)}")
+
+
 _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None],
                       Callable[[argparse.Namespace], int | None]]] = [
     ("prepare", "train or load the tokenizer, encode the corpus, print statistics", _prepare_arguments,
      _run_prepare),
     ("train", "train a model end to end", _train_arguments, _run_train),
-    ("translate", "translate sentences with a checkpoint", _translate_arguments, _run_translate),
+    ("translate", "translate sentences with a checkpoint or an exported model folder", _translate_arguments,
+     _run_translate),
     ("evaluate", "translate a test set and score it (BLEU, chrF, TER)", _evaluate_arguments, _run_evaluate),
     ("score", "score existing translations against references", _score_arguments, _run_score),
     ("average", "average the weights of checkpoints of one model into a new checkpoint", _average_arguments,
      _run_average),
     ("logprob", "forced decoding: the log-probability a model gives given translations (not BLEU)",
      _logprob_arguments, _run_logprob),
+    ("config", "show the resolved config with help for every key, or list the shipped configs",
+     _config_arguments_group, _run_config_list),
+    ("export-split", "write one split of a config's corpus as two aligned text files", _export_split_arguments,
+     _run_export_split),
+    ("export", "write a checkpoint as a shareable model folder (safetensors, config, tokenizer, model card)",
+     _export_arguments, _run_export),
     ("inspect", "show the context vector, attention and GRU gates of a model on a sentence", _inspect_arguments,
      _run_inspect),
 ]

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .catalog import find_config
 from .coercion import build_section, parse_yaml, suggest
 from .errors import ConfigError
 from .writing import atomic_file
@@ -45,21 +46,21 @@ class DataConfig:
     ``test`` means that split is absent.
     """
 
-    format: Literal["text", "tsv", "jsonl", "hf", "synthetic"] = "synthetic"
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    train: str = ""
-    dev: str = ""
-    test: str = ""
+    format: Literal["text", "tsv", "jsonl", "hf", "synthetic"] = "synthetic"  # the reader, see above
+    src_lang: str = "de"  # source language code: file suffix, default jsonl key / hf column
+    tgt_lang: str = "en"  # target language code, as src_lang
+    train: str = ""  # training split: path prefix, file or hf split name (see format)
+    dev: str = ""  # dev split for validation and early stopping; empty = none
+    test: str = ""  # test split; empty = none
     src_field: str = ""  # jsonl key / hf column of the source; empty = src_lang
     tgt_field: str = ""  # jsonl key / hf column of the target; empty = tgt_lang
-    hf_name: str = ""
-    hf_config: str = ""
+    hf_name: str = ""  # format hf: hub dataset name or local builder (json, csv, parquet)
+    hf_config: str = ""  # format hf: the dataset's configuration name, if it has several
     max_length: int = 100  # in subword tokens, per side; longer training pairs are dropped
-    synthetic_train_size: int = 20000
-    synthetic_dev_size: int = 500
-    synthetic_test_size: int = 500
-    synthetic_seed: int = 1234
+    synthetic_train_size: int = 20000  # format synthetic: training pairs generated
+    synthetic_dev_size: int = 500  # format synthetic: dev pairs
+    synthetic_test_size: int = 500  # format synthetic: test pairs
+    synthetic_seed: int = 1234  # format synthetic: the generator's seed (same seed, same corpus)
     cache_dir: str = ""  # empty = $SEQ2SEQ_CACHE or ~/.cache/seq2seq
 
     def __post_init__(self) -> None:
@@ -77,20 +78,20 @@ class TokenizerConfig:
     """SentencePiece options. Special ids are fixed: pad 0, unk 1, bos 2, eos 3."""
 
     type: Literal["bpe", "unigram"] = "bpe"
-    vocab_size: int = 8000
+    vocab_size: int = 8000  # pieces per SentencePiece model, special ids included
     joint: bool = True  # one model for both languages (needed for model.share_embeddings)
-    character_coverage: float = 1.0
+    character_coverage: float = 1.0  # share of characters the model covers; the rarest become <unk> or bytes
     byte_fallback: bool = True  # unseen characters become byte pieces instead of <unk>
     # A SentencePiece model file to use instead of training one: `model` for both sides, or
     # `src_model` and `tgt_model` one per side. Special ids must be pad 0, unk 1, bos 2, eos 3.
     model: str = ""
-    src_model: str = ""
-    tgt_model: str = ""
+    src_model: str = ""  # the source side's SentencePiece model file (with tgt_model; not with model)
+    tgt_model: str = ""  # the target side's SentencePiece model file (with src_model)
     # Subword regularisation (Kudo 2018), training batches only: each is re-segmented by
     # SentencePiece sampling with this alpha (0 = off) among the sampling_nbest best
     # segmentations (-1 = all; unigram models). Dev, test and translation stay deterministic.
     sampling_alpha: float = 0.0
-    sampling_nbest: int = -1
+    sampling_nbest: int = -1  # segmentations sampled among with sampling_alpha: -1 = all (unigram), else the n best
 
     def __post_init__(self) -> None:
         _require(not (self.model and (self.src_model or self.tgt_model)), "tokenizer.model",
@@ -109,11 +110,11 @@ class TokenizerConfig:
 class ModelConfig:
     """The encoder-decoder shape. Sizes are named as ``nn.GRU`` names them."""
 
-    embedding_size: int = 256
+    embedding_size: int = 256  # source and target embedding width
     hidden_size: int = 256  # encoder, per direction
     num_layers: int = 2  # encoder and decoder alike: the decoder starts from h_n layer by layer
-    bidirectional: bool = True
-    decoder_hidden_size: int = 512
+    bidirectional: bool = True  # the encoder GRU reads both ways; h_n joins the directions per layer
+    decoder_hidden_size: int = 512  # decoder GRU state size, every layer
     bridge: Literal["linear", "none"] = "linear"  # h_n (joined per layer) -> decoder state
     attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "bahdanau"
     input_feeding: bool = False  # Luong only: feed the previous attentional vector to the GRU
@@ -133,27 +134,27 @@ class TrainConfig:
     """The training loop. ``batch_size`` counts tokens (padding included) unless ``batch_by: sentences``."""
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int = 4096
-    batch_by: Literal["tokens", "sentences"] = "tokens"
-    optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    batch_size: int = 4096  # per batch, in train.batch_by units
+    batch_by: Literal["tokens", "sentences"] = "tokens"  # what train.batch_size counts
+    optimizer: Literal["adam", "adamw"] = "adam"  # adamw decouples weight decay
+    lr: float = 1e-3  # peak learning rate (after warmup)
+    weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's moment decay rates
     clip_norm: float = 1.0  # 0 = no clipping
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # probability mass spread over the vocabulary in the training loss
     accumulate: int = 1  # batches whose gradients are summed before one update
-    warmup_steps: int = 0
-    scheduler: Literal["constant", "inverse_sqrt", "plateau"] = "plateau"
-    plateau_factor: float = 0.5
+    warmup_steps: int = 0  # linear warmup from 0 to train.lr over this many steps
+    scheduler: Literal["constant", "inverse_sqrt", "plateau"] = "plateau"  # plateau: lr * plateau_factor on a plateau
+    plateau_factor: float = 0.5  # lr multiplier of the plateau scheduler
     plateau_patience: int = 1  # validations without improvement before the lr is multiplied
-    min_lr: float = 1e-5
+    min_lr: float = 1e-5  # the plateau scheduler never goes below this
     teacher_forcing: float = 1.0  # probability of feeding the reference token rather than the prediction
-    max_epochs: int = 30
+    max_epochs: int = 30  # passes over the training data
     max_steps: int = 0  # 0 = no limit
     validate_every: int = 0  # in steps; 0 = at the end of each epoch
     patience: int = 5  # validations without a better dev BLEU before stopping; 0 = never stop early
-    seed: int = 42
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    seed: int = 42  # seeds the model initialisation, batch order and dropout
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # autocast; auto = bf16 on AMX CPUs / bf16 GPUs
     log_every: int = 100  # steps between log lines (the only host synchronisation of the loss)
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
     save_every: int = 0  # steps between writes of last.pt besides those at validations; 0 = at validations only
@@ -190,9 +191,9 @@ class DecodeConfig:
     beam_size: int = 5  # 1 = greedy
     length_penalty: float = 1.0  # GNMT alpha; 0 = no normalisation
     max_length_a: float = 1.5  # output limit = a * source_length + b
-    max_length_b: int = 10
-    min_length: int = 0
-    nbest: int = 1
+    max_length_b: int = 10  # the b of the output limit
+    min_length: int = 0  # minimum output length in tokens
+    nbest: int = 1  # hypotheses returned per sentence, best first
     no_repeat_ngram: int = 0  # 0 = off
     batch_size: int = 4000  # tokens per decoding batch
     # Autocast for search: auto = bf16 for beam search where the device has bf16 matrix units
@@ -227,7 +228,12 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """The whole configuration: one section per part of the package."""
+    """The whole configuration: one section per part of the package.
+
+    >>> from seq2seq import Config, load_config
+    >>> Config().model.hidden_size, load_config("quickstart").model.hidden_size
+    (256, 64)
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -254,10 +260,17 @@ def _require(ok: bool, key: str, problem: str, value: Any) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from the defaults), apply ``section.key=value`` overrides, build and validate."""
+    """Read a YAML config (or start from the defaults), apply ``section.key=value`` overrides, build and validate.
+
+    ``path`` is a file or the name of a shipped config (``seq2seq config list``):
+
+    >>> from seq2seq import load_config
+    >>> load_config("quickstart", ["train.max_steps=200"]).train.max_steps
+    200
+    """
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw = _read_yaml(find_config(path))
     for item in overrides or []:
         _apply_override(raw, item)
     return config_from_dict(raw)

@@ -19,7 +19,6 @@ from typing import Any, TextIO
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from .checkpoint import load_model
 from .config import Config, DecodeConfig
@@ -29,6 +28,7 @@ from .ensemble import Ensemble
 from .errors import CheckpointError, ConfigError
 from .forced import PairScore, score_pairs
 from .ids import EOS_ID
+from .logs import count_lines, progress
 from .plots import plot_attention, require_matplotlib
 from .search import Hypothesis, search
 from .textio import atomic_output, iter_file_lines, iter_lines
@@ -68,6 +68,9 @@ class Translator:
 
     ``model``, ``tokenizer`` and ``config`` are those the checkpoint was trained with;
     ``config.decode`` holds the default search settings.
+
+    >>> translator = Translator.from_pretrained("runs/quickstart/model")  # doctest: +SKIP
+    >>> translator.translate(["la navo fela amat."], beam_size=5)  # doctest: +SKIP
     """
 
     def __init__(self, model: Any, tokenizer: Any, config: Config, device: torch.device) -> None:
@@ -78,7 +81,10 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Translator:
-        """Load a checkpoint onto ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device)."""
+        """Load a checkpoint onto ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device).
+
+        >>> Translator.from_checkpoint("runs/quickstart/best.pt").translate(["la navo fela amat."])  # doctest: +SKIP
+        """
         resolved = resolve_device(device) if isinstance(device, str) else device
         loaded = load_model(path, resolved)
         return cls(loaded.model, loaded.tokenizer, loaded.config, resolved)
@@ -103,6 +109,23 @@ class Translator:
                                       f"vocabularies do not match; an ensemble needs models trained with one tokenizer")
         return cls(Ensemble([member.model for member in loaded]).eval(), loaded[0].tokenizer, loaded[0].config,
                    resolved)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device = "cpu",
+                        revision: str | None = None, cache_dir: str | Path | None = None) -> Translator:
+        """Load a model folder written by ``seq2seq export``, or download one from the Hugging Face Hub.
+
+        ``name_or_path`` is a local folder or a hub id (``user/model``, fetched once into the
+        hub cache). Nothing in the folder is unpickled: weights are safetensors, the config YAML.
+
+        >>> translator = Translator.from_pretrained("exported/quickstart")  # doctest: +SKIP
+        >>> translator.translate(["la hundo dormas."])  # doctest: +SKIP
+        """
+        from .hub import load_pretrained
+
+        resolved = resolve_device(device) if isinstance(device, str) else device
+        loaded = load_pretrained(name_or_path, resolved, revision=revision, cache_dir=cache_dir)
+        return cls(loaded.model, loaded.tokenizer, loaded.config, resolved)
 
     @property
     def has_attention(self) -> bool:
@@ -213,14 +236,20 @@ def format_translation(line: TranslatedLine, nbest: int) -> list[str]:
     return rows + ["-inf\t"] * (nbest - len(rows))
 
 
-def translate_command(*, checkpoint: str | list[str], input_path: str | None, output_path: str | None,
-                      decode_overrides: dict[str, Any], device: str, attention_plot: str | None) -> None:
+def translate_command(*, checkpoint: str | list[str] | None, input_path: str | None, output_path: str | None,
+                      decode_overrides: dict[str, Any], device: str, attention_plot: str | None,
+                      model: str | None = None) -> None:
     """``seq2seq translate``: stdin or a file to stdout or a file, one line (or nbest lines) per input line.
 
-    Several checkpoints are decoded as an ensemble.
+    The model comes from ``checkpoint`` (one .pt file, or several decoded as an ensemble) or
+    ``model`` (an exported folder or hub id).
     """
-    checkpoints = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
-    translator = Translator.from_checkpoints(checkpoints, device)
+    if model is not None:
+        translator = Translator.from_pretrained(model, device)
+        checkpoints = [model]
+    else:
+        checkpoints = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint or [])
+        translator = Translator.from_checkpoints(checkpoints, device)
     options = translator.decode_options(decode_overrides)
     if attention_plot:
         check_can_plot_attention(translator, ", ".join(checkpoints))
@@ -237,9 +266,18 @@ def translate_command(*, checkpoint: str | list[str], input_path: str | None, ou
         _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
         return
     with atomic_output(output_path) as handle:
-        progress = tqdm(translated, unit=" lines", file=sys.stderr, desc="translate", mininterval=1.0)
-        _write_lines(progress, handle, options.nbest, translator, attention_plot)
+        total = _line_count(input_path)
+        _write_lines(progress(translated, desc="translate", unit="lines", total=total), handle, options.nbest,
+                     translator, attention_plot)
     logger.info("wrote %s", output_path)
+
+
+def _line_count(path: str | None) -> int | None:
+    """Lines of the input file, for the time left in the progress lines (None for stdin or an unreadable file)."""
+    try:
+        return count_lines(path) if path else None
+    except (OSError, EOFError):
+        return None  # reading it properly reports the problem, with the file's name
 
 
 def _write_lines(translated: Iterable[TranslatedLine], handle: TextIO, nbest: int, translator: Translator,

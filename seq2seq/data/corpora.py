@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..textio import decode_utf8, read_bytes, read_lines, split_lines
+from ..textio import atomic_file, decode_utf8, read_bytes, read_lines, split_lines
 from .synthetic import generate_corpus
 
 Split = Literal["train", "dev", "test"]
@@ -184,3 +184,20 @@ def _hf_column(dataset: Any, column: str, origin: str, config_key: str) -> list[
             raise DataError(f"{origin}, row {row}: column {column!r} must hold strings, "
                             f"got {type(value).__name__}")
     return values
+
+
+def export_split(cfg: DataConfig, split: Split, prefix: str | Path) -> tuple[Path, Path, int]:
+    """Write one split as the aligned files PREFIX.SRC_LANG and PREFIX.TGT_LANG -> (src path, tgt path, pairs).
+
+    Useful for the synthetic task, which has no files of its own. Each file is written atomically.
+    """
+    pairs = read_split(cfg, split)
+    if pairs is None:
+        raise DataError(f"the config has no {split} split (data.{split} is empty or its size is 0)")
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = Path(f"{prefix}.{cfg.src_lang}"), Path(f"{prefix}.{cfg.tgt_lang}")
+    for path, lines in zip(paths, (pairs.src, pairs.tgt)):
+        with atomic_file(path) as handle:
+            handle.writelines(line + "\n" for line in lines)
+    return paths[0], paths[1], len(pairs)

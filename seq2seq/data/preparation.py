@@ -52,6 +52,11 @@ def prepare(cfg: Config, verbose: bool = True, tokenizer: Tokenizer | None = Non
     Prints (logs) the statistics when ``verbose``; dropped and truncated pairs are
     reported as warnings either way. Raises DataError for unreadable, misaligned or
     empty data before anything is written to the cache.
+
+    >>> from seq2seq import load_config, prepare
+    >>> data = prepare(load_config("tiny"))  # doctest: +SKIP
+    >>> len(data.train), data.tokenizer.src_vocab_size  # doctest: +SKIP
+    (400, 500)
     """
     root = cache_root(cfg.data)
     pairs: dict[Split, ParallelText] = {}

@@ -57,7 +57,12 @@ class Bridge(nn.Module):
 
 
 class Seq2Seq(nn.Module):
-    """GRU encoder-decoder. Build it with :meth:`from_config`; the keyword arguments mirror ``ModelConfig``."""
+    """GRU encoder-decoder. Build it with :meth:`from_config`; the keyword arguments mirror ``ModelConfig``.
+
+    >>> from seq2seq import Seq2Seq, load_config
+    >>> model = Seq2Seq.from_config(load_config("tiny").model, src_vocab_size=100, tgt_vocab_size=100)
+    >>> enc = model.encode(torch.tensor([[5, 6, 7]]), torch.tensor([3]))  # enc.output (1, 3, D*H), enc.h_n
+    """
 
     def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, embedding_size: int, hidden_size: int,
                  num_layers: int, bidirectional: bool, decoder_hidden_size: int, bridge: str,

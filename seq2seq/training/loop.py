@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import build_checkpoint, config_of, load_matching_checkpoint, save_checkpoint
-from ..config import Config, TrainConfig, replace_config, save_config
+from ..config import Config, TrainConfig, config_to_dict, replace_config, save_config
 from ..data import Batch, EncodedCorpus, PreparedData, Tokenizer, prepare
 from ..data.subwords import SubwordSampler
 from ..device import AmpSettings, resolve_amp
@@ -75,20 +76,27 @@ class _Run:
     subwords: SubwordSampler | None = None  # tokenizer.sampling_alpha > 0: training batches re-segmented
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> TrainResult:
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
+          command: str | None = None) -> TrainResult:
     """Train ``cfg`` end to end; writes RUN_DIR/last.pt, best.pt, config.yaml and train.log.
 
     The run holds the lock on ``run_dir`` throughout; a failed write names what it kept.
+    ``command`` (the command line that asked for the run) goes into train.log, where
+    ``seq2seq export`` finds it for the model card.
+
+    >>> result = train(load_config("quickstart", ["train.max_steps=5"]), "runs/demo")  # doctest: +SKIP
+    >>> result.stop_reason, result.steps  # doctest: +SKIP
+    ('max_steps', 5)
     """
     run_dir = Path(run_dir)
     with hold_run_dir(run_dir):
         try:
-            return _train(cfg, run_dir, resume, overwrite)
+            return _train(cfg, run_dir, resume, overwrite, command)
         except StorageError as exc:
             raise StorageError(f"{exc}. {describe_survivors(run_dir)}") from exc
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool) -> TrainResult:
+def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool, command: str | None) -> TrainResult:
     checkpoint = open_run(run_dir, resume, overwrite)
     if checkpoint is not None:
         stored = config_of(checkpoint, run_dir / "last.pt")
@@ -103,6 +111,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, overwrite: bool) -> TrainRe
         dist_utils.barrier(ctx)
         run = _build_run(cfg, run_dir, checkpoint, ctx)
         with stop_signals() as stop_flag, run.reporter:
+            if command:
+                run.reporter.info(f"command: {command}")
             result = _finish(run, _loop(run, stop_flag))
         result.exit_status = stop_flag.exit_status if result.stop_reason == "interrupted" else 0
         return result
@@ -131,7 +141,7 @@ def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ct
     state = TrainState() if checkpoint is None else restore_training(checkpoint, model, optimizer, scaler, ctx.rank)
     wrapped = DistributedDataParallel(objective) if ctx.is_distributed else objective
     reporter = Reporter(run_dir, tcfg, ctx, steps_per_epoch=len(_epoch_groups(data.train, tcfg, 0, ctx)),
-                        start_step=state.step)
+                        start_step=state.step, config_yaml=yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -192,7 +202,8 @@ def _finish(run: _Run, stop: str) -> TrainResult:
                      else "no dev set, so no best.pt")
         if math.isfinite(state.best_score) and run.cfg.train.stop_metric != "bleu":
             best_text += f" (best.pt by {run.cfg.train.stop_metric})"
-        run.reporter.info(f"stopped ({stop}) after {state.step} steps; {best_text}; checkpoints in {run_dir}")
+        run.reporter.info(f"stopped ({stop}) after {state.step} steps ({state.epoch} full epochs); {best_text}; "
+                          f"checkpoints in {run_dir}")
     best = run_dir / "best.pt"
     return TrainResult(best_bleu=state.best_bleu, steps=state.step, epochs=state.epoch, stop_reason=stop,
                        last_checkpoint=last, best_checkpoint=best if best.is_file() else None,

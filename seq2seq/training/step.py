@@ -24,7 +24,8 @@ def build_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimize
 def train_step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                batches: list[Any], num_tokens: int, lr: float, tcfg: TrainConfig, amp: AmpSettings,
                ctx: DistContext) -> Tensor:
-    """One update from this process's batches -> (3,) on the device: loss sum, NLL sum, 1 if the update was skipped."""
+    """One update from this process's batches -> (4,) on the device: loss sum, NLL sum, 1 if the update was
+    skipped, and the gradient norm before clipping."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     # DDP averages gradients over processes: scaling by world_size / tokens-of-all-processes makes the
@@ -40,16 +41,27 @@ def train_step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, scaler: tor
             scaler.scale(batch_sums[0] * loss_scale).backward()
         sums.append(batch_sums.detach())
     total = torch.stack(sums).sum(dim=0)
-    skipped = _optimizer_step(optimizer, scaler, total[0], tcfg.clip_norm, amp)
-    return torch.cat([total, skipped.float().reshape(1)])
+    grad_norm = _unscale_and_clip(optimizer, scaler, tcfg.clip_norm)
+    skipped = _apply_update(optimizer, scaler, total[0], grad_norm, amp)
+    return torch.cat([total, skipped.float().reshape(1), grad_norm.float().reshape(1)])
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_sum: Tensor,
                     clip_norm: float, amp: AmpSettings) -> Tensor:
     """Clip and apply the gradients unless they are not finite; returns the 0-dim 'skipped' flag, on the device."""
+    return _apply_update(optimizer, scaler, loss_sum, _unscale_and_clip(optimizer, scaler, clip_norm), amp)
+
+
+def _unscale_and_clip(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip_norm: float) -> Tensor:
+    """The 0-dim norm of all gradients before clipping (on the device); clips them to ``clip_norm`` if > 0."""
     scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else math.inf)
+    return nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else math.inf)
+
+
+def _apply_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_sum: Tensor,
+                  grad_norm: Tensor, amp: AmpSettings) -> Tensor:
+    """Step the optimizer unless the loss or gradients are not finite; returns the 0-dim 'skipped' flag."""
     if amp.use_scaler:
         # The scaler skips overflowing fp16 steps itself and lowers its scale: that is routine, so only
         # a non-finite loss counts as a fault.

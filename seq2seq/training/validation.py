@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,10 +27,11 @@ class Validation:
     bleu: float
     chrf: float
     seconds: float = 0.0  # how long validating took
+    samples: list[tuple[str, str, str]] = field(default_factory=list)  # (source, reference, greedy output) x a few
 
 
 def validate(model: nn.Module, objective: Objective, dev: Any, tokenizer: Any, cfg: Config, amp: AmpSettings,
-             device: torch.device, step: int = 0) -> Validation:
+             device: torch.device, step: int = 0, num_samples: int = 3) -> Validation:
     """Teacher-forced dev loss, and sacrebleu BLEU / chrF of greedy translations against the raw references."""
     start = time.perf_counter()
     objective.eval()
@@ -48,7 +49,8 @@ def validate(model: nn.Module, objective: Objective, dev: Any, tokenizer: Any, c
     scores = score_corpus(hyps, list(dev.tgt_text))
     loss = sums[1].item() / max(num_tokens, 1)
     return Validation(step=step, loss=loss, ppl=math.exp(min(loss, 100.0)), bleu=scores.bleu, chrf=scores.chrf,
-                      seconds=time.perf_counter() - start)
+                      seconds=time.perf_counter() - start,
+                      samples=[(dev.src_text[i], dev.tgt_text[i], hyps[i]) for i in range(min(num_samples, len(hyps)))])
 
 
 def stop_score(result: Validation, metric: str) -> float:
