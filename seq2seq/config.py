@@ -203,10 +203,10 @@ class DecodeConfig:
     # from the distribution divided by temperature and cut to top_k tokens (0 = all) and to
     # the top_p probability mass (1.0 = all); the same seed gives the same samples.
     sampling: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
+    temperature: float = 1.0  # sampling: log-probabilities are divided by this (below 1 = sharper)
+    top_k: int = 0  # sampling: draw among the k most probable tokens only; 0 = all
+    top_p: float = 1.0  # sampling: draw within the smallest set holding this probability mass; 1.0 = all
+    seed: int = 0  # sampling: the seed of the one generator that draws every sample of an input
 
     def __post_init__(self) -> None:
         _require(self.beam_size >= 1, "decode.beam_size", "must be at least 1", self.beam_size)
