@@ -30,7 +30,7 @@ __version__ = "0.1.0"
 # Imported on first use, so that `import seq2seq` (and the CLI's --help) does not pay for torch.
 _LAZY = {
     "Seq2Seq": "seq2seq.model",
-    "Translator": "seq2seq.translate",
+    "Translator": "seq2seq.translator",
     "prepare": "seq2seq.data",
     "train": "seq2seq.training",
 }

@@ -44,7 +44,7 @@ class Ensemble(nn.Module):
     """Models searched together: ``encode``/``init_state``/``decode_step`` as a single ``Seq2Seq`` offers them.
 
     The members must share the target vocabulary (and read the same source ids): the caller
-    checks their tokenizers (:meth:`seq2seq.translate.Translator.from_checkpoints`).
+    checks their tokenizers (:meth:`seq2seq.translator.Translator.from_checkpoints`).
     """
 
     def __init__(self, members: list[nn.Module]) -> None:

@@ -19,7 +19,8 @@ from .forced import PairScore, format_score
 from .ids import EOS_ID
 from .metrics import Scores, score_corpus
 from .textio import atomic_output, read_lines
-from .translate import Translator, check_can_plot_attention, format_translation, write_attention_plot
+from .translate import check_can_plot_attention, format_translation, write_attention_plot
+from .translator import Translator
 
 logger = logging.getLogger(__name__)
 

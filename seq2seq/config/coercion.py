@@ -1,6 +1,6 @@
 """Typed values from YAML: a YAML 1.2 scalar reader, and coercion of plain values to a dataclass's field types.
 
-Nothing here knows the package's settings; :mod:`seq2seq.config` declares them and uses
+Nothing here knows the package's settings; :mod:`seq2seq.config.sections` declares them and uses
 these helpers to build its sections, so every error names the dotted key it is about.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 class _Yaml12Loader(yaml.SafeLoader):
