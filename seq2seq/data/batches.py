@@ -9,14 +9,15 @@ translation request brings.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Literal
 
 import numpy as np
 import torch
 
 from ..ids import BOS_ID, EOS_ID, PAD_ID
+from .columns import IdRows
 
 
 @dataclass
@@ -74,24 +75,32 @@ class SplitReport:
 class EncodedCorpus:
     """The pairs of one split as ids (no BOS/EOS) and as text, stored flat for fast batching.
 
-    ``src_ids``/``tgt_ids`` are lists of id lists; ``src_text``/``tgt_text`` are the raw
-    strings (the references BLEU is computed against). Internally each side is one flat
-    int32 array with offsets, so :meth:`collate` builds a batch with a few array ops.
+    ``src_ids``/``tgt_ids`` are sequences of id lists, built on access; ``src_text``/``tgt_text``
+    are indexable sequences of the raw strings (the references BLEU is computed against).
+    Internally each side is one flat id array with offsets (memory-mapped when the corpus
+    comes from the cache), so :meth:`collate` builds a batch with a few array ops and only
+    the lengths live in memory.
     """
 
     def __init__(self, src_flat: np.ndarray, src_offsets: np.ndarray, tgt_flat: np.ndarray,
-                 tgt_offsets: np.ndarray, src_text: list[str], tgt_text: list[str],
-                 report: SplitReport | None = None) -> None:
-        """``*_flat`` hold the ids of all sentences in a row; sentence i is ``flat[offsets[i]:offsets[i+1]]``."""
+                 tgt_offsets: np.ndarray, src_text: Sequence[str], tgt_text: Sequence[str],
+                 report: SplitReport | None = None,
+                 sources: Sequence[tuple[str, SplitReport]] = ()) -> None:
+        """``*_flat`` hold the ids of all sentences in a row; sentence i is ``flat[offsets[i]:offsets[i+1]]``.
+
+        ``sources`` holds the report of each corpus the split was read from, when there are several.
+        """
         if not (len(src_offsets) == len(tgt_offsets) == len(src_text) + 1 == len(tgt_text) + 1):
             raise ValueError("EncodedCorpus: ids and texts must describe the same number of pairs")
-        self._src_flat, self._src_offsets = src_flat, src_offsets.astype(np.int64)
-        self._tgt_flat, self._tgt_offsets = tgt_flat, tgt_offsets.astype(np.int64)
+        # asarray: a memory-mapped int64 array stays mapped instead of being copied into memory.
+        self._src_flat, self._src_offsets = src_flat, np.asarray(src_offsets, dtype=np.int64)
+        self._tgt_flat, self._tgt_offsets = tgt_flat, np.asarray(tgt_offsets, dtype=np.int64)
         self.src_lengths = np.diff(self._src_offsets)  # (N,) int64
         self.tgt_lengths = np.diff(self._tgt_offsets)  # (N,) int64, without EOS
         self.src_text = src_text
         self.tgt_text = tgt_text
         self.report = report or SplitReport(read=len(src_text), dropped_empty=0, dropped_long=0, truncated=0)
+        self.sources = list(sources)
 
     @classmethod
     def from_ids(cls, src_ids: list[list[int]], tgt_ids: list[list[int]], src_text: list[str] | None = None,
@@ -105,15 +114,17 @@ class EncodedCorpus:
                    tgt_text or [""] * len(tgt_ids), report)
 
     def __len__(self) -> int:
-        return len(self.src_text)
+        return len(self.src_lengths)
 
-    @cached_property
-    def src_ids(self) -> list[list[int]]:
-        return _unflatten(self._src_flat, self._src_offsets)
+    @property
+    def src_ids(self) -> IdRows:
+        """``src_ids[i]``: the source ids of pair i as a list (read from the flat array on access)."""
+        return IdRows(self._src_flat, self._src_offsets)
 
-    @cached_property
-    def tgt_ids(self) -> list[list[int]]:
-        return _unflatten(self._tgt_flat, self._tgt_offsets)
+    @property
+    def tgt_ids(self) -> IdRows:
+        """``tgt_ids[i]``: the target ids of pair i as a list."""
+        return IdRows(self._tgt_flat, self._tgt_offsets)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The flat arrays, as the cache stores them."""
@@ -213,12 +224,6 @@ def flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     np.cumsum(lengths, out=offsets[1:])
     flat = np.fromiter((i for s in sequences for i in s), dtype=np.int32, count=int(offsets[-1]))
     return flat, offsets
-
-
-def _unflatten(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
-    values = flat.tolist()
-    bounds = offsets.tolist()
-    return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def length_sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:

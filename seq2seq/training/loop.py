@@ -206,7 +206,7 @@ def _epoch_groups(corpus: EncodedCorpus, tcfg: TrainConfig, epoch: int, ctx: Dis
 
 def _target_tokens(corpus: EncodedCorpus, group: list[list[int]]) -> int:
     """Real target tokens (EOS included) in all batches of an update, known to every process without talking."""
-    return sum(len(corpus.tgt_ids[i]) + 1 for indices in group for i in indices)
+    return sum(int(corpus.tgt_lengths[indices].sum()) + len(indices) for indices in group)
 
 
 def _validate_and_save(run: _Run) -> bool:
