@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 import numpy as np
@@ -147,7 +148,7 @@ class EncodedCorpus:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         rng = np.random.default_rng([seed, epoch]) if shuffle else None
         tie_break = rng.permutation(len(self)) if rng is not None else np.arange(len(self))
-        order = np.lexsort((tie_break, self.tgt_lengths, self.src_lengths))
+        order = _length_order(self.src_lengths, self.tgt_lengths, tie_break)
         if by == "tokens":
             batches = _pack_by_tokens(order, self.src_lengths, self.tgt_lengths + 1, max_tokens)
         elif by == "sentences":
@@ -180,32 +181,52 @@ class EncodedCorpus:
 
 def padding_ratio(corpus: EncodedCorpus, batches: list[list[int]]) -> float:
     """Share of pad positions in the source and target tensors of ``batches`` (targets count EOS as real)."""
-    real = padded = 0
-    for indices in batches:
-        src_lengths = corpus.src_lengths[indices]
-        tgt_lengths = corpus.tgt_lengths[indices] + 1
-        real += int(src_lengths.sum() + tgt_lengths.sum())
-        padded += len(indices) * int(src_lengths.max() + tgt_lengths.max())
+    batches = [batch for batch in batches if len(batch)]
+    if not batches:
+        return 0.0
+    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
+    indices = np.fromiter(chain.from_iterable(batches), dtype=np.int64, count=int(sizes.sum()))
+    starts = np.cumsum(sizes) - sizes
+    src_lengths = corpus.src_lengths[indices]
+    tgt_lengths = corpus.tgt_lengths[indices] + 1
+    real = int(src_lengths.sum() + tgt_lengths.sum())
+    padded = int((sizes * (np.maximum.reduceat(src_lengths, starts) + np.maximum.reduceat(tgt_lengths, starts))).sum())
     return 1.0 - real / padded if padded else 0.0
+
+
+def _length_order(src_lengths: np.ndarray, tgt_lengths: np.ndarray, tie_break: np.ndarray) -> np.ndarray:
+    """``np.lexsort((tie_break, tgt_lengths, src_lengths))`` for a permutation ``tie_break``, computed as
+    one argsort of distinct int64 keys when they fit (about twice as fast on millions of pairs)."""
+    count = len(src_lengths)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    tgt_span = int(tgt_lengths.max()) + 1
+    if (int(src_lengths.max()) + 1) * tgt_span * count >= 1 << 62:
+        return np.lexsort((tie_break, tgt_lengths, src_lengths))
+    keys = (src_lengths.astype(np.int64) * tgt_span + tgt_lengths) * count + tie_break
+    return np.argsort(keys)  # distinct keys: no tie for the sort algorithm to break
 
 
 def _pack_by_tokens(order: np.ndarray, src_lengths: np.ndarray, tgt_lengths: np.ndarray,
                     max_tokens: int) -> list[list[int]]:
-    """Cut ``order`` into consecutive runs whose ``n * max(src, tgt)`` stays within ``max_tokens``."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for index, src_length, tgt_length in zip(order.tolist(), src_lengths[order].tolist(),
-                                             tgt_lengths[order].tolist()):
-        pair_longest = max(longest, src_length, tgt_length)
-        if current and (len(current) + 1) * pair_longest > max_tokens:
-            batches.append(current)
-            current, pair_longest = [], max(src_length, tgt_length)
-        current.append(index)
-        longest = pair_longest
-    if current:
-        batches.append(current)
-    return batches
+    """Cut ``order`` into consecutive runs whose ``n * max(src, tgt)`` stays within ``max_tokens``.
+
+    Greedy: a run grows while the next pair fits. Its cost ``(k + 1) * max(longest of the first
+    k + 1 pairs)`` never falls as k grows, so each run ends at the first k where the cost
+    exceeds ``max_tokens``; that k is found with array operations over a window that must
+    contain it (at most ``max_tokens // longest of the first pair + 2`` pairs), one window per
+    batch instead of one Python step per pair.
+    """
+    longest = np.maximum(src_lengths[order], tgt_lengths[order])
+    bounds = [0]
+    start = 0
+    while start < len(order):
+        window = longest[start:start + max_tokens // max(int(longest[start]), 1) + 2]
+        costs = np.maximum.accumulate(window) * np.arange(1, len(window) + 1)
+        over = np.flatnonzero(costs[1:] > max_tokens)
+        start += int(over[0]) + 1 if len(over) else len(window)
+        bounds.append(start)
+    return [order[begin:end].tolist() for begin, end in zip(bounds[:-1], bounds[1:])]
 
 
 def _padded(flat: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
