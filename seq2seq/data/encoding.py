@@ -10,6 +10,7 @@ SentencePiece's own threads, because starting a pool would cost more than it sav
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 from itertools import chain
@@ -57,6 +58,7 @@ def encode_splits(tokenizer: Tokenizer, directory: Path, lines: dict[str, int], 
     tasks = [(str(directory), split, start, min(start + CHUNK_PAIRS, count), dtype.str)
              for split, count in lines.items() for start in range(0, count, CHUNK_PAIRS)]
     _worker_tokenizer = tokenizer
+    _release_freed_memory()  # what tokenizer training freed, before the workers fork from this process
     try:
         with _chunk_results(tasks, parallel=sum(lines.values()) >= PARALLEL_MIN_PAIRS) as results:
             return _write_all(directory, lines, tasks, results, max_length, dtype, progress)
@@ -79,6 +81,14 @@ class _chunk_results:  # noqa: N801 - used as a context manager like a function
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise); a no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _write_all(directory: Path, lines: dict[str, int], tasks: list[tuple[Any, ...]], results: Iterator[_Chunk],

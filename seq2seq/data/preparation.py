@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,15 +106,18 @@ def _open_unchanged(root: Path, cfg: Config, sources: dict[Split, list[CorpusSou
 
 def _build(root: Path, cfg: Config, sources: dict[Split, list[CorpusSource]], verbose: bool) -> _Opened:
     """Stream the corpora into a new entry, train or load the tokenizer, encode, verify and install."""
+    marks = [time.monotonic()]
     with scratch_directory(root / "data" / "entry", tidy=True) as tmp:
         total_bytes = sum(path.stat().st_size for found in sources.values() for s in found for path in s.files)
         with ProgressMeter("reading", total_bytes or None, "B", enabled=verbose) as meter:
             read = {split: collect_split(tmp, split, found, meter, file_identity) for split, found in sources.items()}
         hashes = {split: [corpus.sha256 for corpus in corpora] for split, corpora in read.items()}
+        marks.append(time.monotonic())
         sample_src, sample_tgt = _tokenizer_sample(tmp, read["train"][-1].stop, cfg.tokenizer.joint)
         tokenizer = load_or_train_tokenizer(sample_src, sample_tgt, cfg.tokenizer, root,
                                             key=_tokenizer_key(hashes, cfg))
         directory = root / "data" / _data_key(hashes, cfg)
+        marks.append(time.monotonic())
         corpora = _open_entry(directory, tokenizer)  # another process may have built it meanwhile
         if corpora is None:
             lines = {split: found[-1].stop for split, found in read.items()}
@@ -124,6 +128,9 @@ def _build(root: Path, cfg: Config, sources: dict[Split, list[CorpusSource]], ve
             installed = install_entry(tmp, directory)
             corpora = _open_entry(directory, tokenizer, verified=installed)
             assert corpora is not None, f"the cache entry {directory} was damaged as soon as it was written"
+            if verbose:
+                logger.info("prepared in %.1f s: reading %.1f s, tokenizer %.1f s, encoding %.1f s",
+                            time.monotonic() - marks[0], *np.diff([*marks, time.monotonic()]))
     for corpus in (corpus for found in read.values() for corpus in found):
         for path, sha256, identity in corpus.file_hashes:
             remember_hash(root, path, sha256, identity)

@@ -148,10 +148,9 @@ def load_or_train_tokenizer(src_texts: Sequence[str], tgt_texts: Sequence[str], 
                             cache_root: Path, key: str | None = None) -> Tokenizer:
     """The tokenizer for this training text and these options: from the cache, or trained and cached.
 
-    The cache directory is ``cache_root/tokenizer/<key>``, ``key`` defaulting to a hash of
-    the text and the options. It is written to a temporary directory, checksummed and
-    renamed, so an interrupted run leaves no half-written model behind, and a damaged one
-    is trained again (with a warning naming it).
+    The cache directory is ``cache_root/tokenizer/<key>`` (default: a hash of the text and the
+    options), written under a temporary name, checksummed and renamed: an interrupted run leaves
+    no half-written model, and a damaged one is trained again with a warning naming it.
     """
     directory = cache_root / "tokenizer" / (key or tokenizer_key(src_texts, tgt_texts, cfg))
     cached = load_cached_tokenizer(directory)
@@ -173,7 +172,6 @@ def load_cached_tokenizer(directory: Path) -> Tokenizer | None:
     problem = verify_entry(directory)
     if problem is None:
         try:
-            logger.debug("tokenizer: cached %s", directory)
             return Tokenizer.load(directory)
         except (OSError, ValueError, KeyError, TypeError, DataError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
@@ -184,10 +182,8 @@ def load_cached_tokenizer(directory: Path) -> Tokenizer | None:
 
 def stream_tokenizer_key(train_hash: str, cfg: TokenizerConfig) -> str:
     """The cache key of the tokenizer ``prepare`` trains on a sample of a corpus with content hash ``train_hash``."""
-    digest = hashlib.sha256(json.dumps(["sampled", MAX_TRAIN_SENTENCES, _options_for_key(cfg),
-                                        spm.__version__]).encode())
-    digest.update(train_hash.encode())
-    return digest.hexdigest()[:24]
+    key = ["sampled", MAX_TRAIN_SENTENCES, _options_for_key(cfg), spm.__version__, train_hash]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
 
 
 def tokenizer_key(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: TokenizerConfig) -> str:
@@ -200,9 +196,7 @@ def tokenizer_key(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: Token
 
 def hash_texts(texts: Iterable[str]) -> str:
     """A hash of a list of sentences (their order and their boundaries included)."""
-    digest = hashlib.sha256()
-    digest.update("\n".join(texts).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+    return hashlib.sha256("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _options_for_key(cfg: TokenizerConfig) -> dict[str, Any]:
