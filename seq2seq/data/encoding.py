@@ -60,13 +60,13 @@ def encode_splits(tokenizer: Tokenizer, directory: Path, lines: dict[str, int], 
     _worker_tokenizer = tokenizer
     _release_freed_memory()  # what tokenizer training freed, before the workers fork from this process
     try:
-        with _chunk_results(tasks, parallel=sum(lines.values()) >= PARALLEL_MIN_PAIRS) as results:
+        with _ChunkResults(tasks, parallel=sum(lines.values()) >= PARALLEL_MIN_PAIRS) as results:
             return _write_all(directory, lines, tasks, results, max_length, dtype, progress)
     finally:
         _worker_tokenizer = None
 
 
-class _chunk_results:  # noqa: N801 - used as a context manager like a function
+class _ChunkResults:
     """Encoded chunks in task order, from a pool of forked workers or from this process."""
 
     def __init__(self, tasks: list[tuple[Any, ...]], parallel: bool) -> None:
