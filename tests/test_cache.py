@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,11 @@ from seq2seq.data.cache import MANIFEST, install_entry, verify_entry, write_mani
 DAMAGES = ("truncate", "flip", "delete")
 
 
-def _config(tmp_path: Path, pairs: list[tuple[str, str]]) -> Config:
-    for lang, side in (("de", 0), ("en", 1)):
+def _config(tmp_path: Path, pairs: list[tuple[str, str]] | None) -> Config:
+    """Train and dev files under ``tmp_path`` (written from ``pairs`` unless None) and a config reading them."""
+    for lang, side in (("de", 0), ("en", 1)) if pairs else ():
         (tmp_path / f"train.{lang}").write_text("".join(p[side] + "\n" for p in pairs), encoding="utf-8")
-    (tmp_path / "dev.de").write_text("".join(p[0] + "\n" for p in pairs[:5]), encoding="utf-8")
-    (tmp_path / "dev.en").write_text("".join(p[1] + "\n" for p in pairs[:5]), encoding="utf-8")
+        (tmp_path / f"dev.{lang}").write_text("".join(p[side] + "\n" for p in pairs[:5]), encoding="utf-8")
     return load_config(None, [f"data.train={tmp_path / 'train'}", f"data.dev={tmp_path / 'dev'}", "data.format=text",
                               f"data.cache_dir={tmp_path / 'cache'}", "tokenizer.vocab_size=300"])
 
@@ -41,10 +42,18 @@ def _snapshot(prepared) -> tuple:
             list(prepared.dev.src_ids), list(prepared.dev.tgt_text), prepared.train.report)
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, small_pairs) -> tuple[Path, tuple]:
+    """Corpus files and a complete cache, built once; tests damage a copy."""
+    folder = tmp_path_factory.mktemp("template")
+    return folder, _snapshot(prepare(_config(folder, small_pairs), verbose=False))
+
+
 @pytest.fixture
-def built(tmp_path: Path, small_pairs) -> tuple[Config, tuple]:
-    cfg = _config(tmp_path, small_pairs)
-    return cfg, _snapshot(prepare(cfg, verbose=False))
+def built(template: tuple[Path, tuple], tmp_path: Path) -> tuple[Config, tuple]:
+    folder, expected = template
+    shutil.copytree(folder, tmp_path / "copy")
+    return _config(tmp_path / "copy", None), expected
 
 
 # Every kind of file of an encoded-corpus entry: ids, their offsets, kept lines, text, text offsets, meta, manifest.
