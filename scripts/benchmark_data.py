@@ -121,11 +121,12 @@ def bench(pairs: int, multi30k: Path, steps: int, folder: Path) -> dict[str, obj
     settings = overrides(prefix, multi30k, folder / f"cache{pairs}")
     prepare = [sys.executable, "-m", "seq2seq", "-q", "prepare", str(CONFIG), *(f"--set={s}" for s in settings)]
     row: dict[str, object] = {"pairs": pairs, "text_mb": 2 * prefix.with_suffix(".de").stat().st_size / 1e6}
-    row["prepare"] = measured(prepare)
-    row["cached"] = measured(prepare)
-    if steps:
-        row["train1"] = train_memory(settings, steps, folder, 1)
-        row["train2"] = train_memory(settings, steps, folder, 2)
+    for key in ("prepare", "cached"):
+        row[key] = measured(prepare)
+        print(f"  {pairs:,} pairs, {key}: {json.dumps(row[key])}", flush=True)  # each figure as soon as it is known
+    for processes in (1, 2) if steps else ():
+        row[f"train{processes}"] = train_memory(settings, steps, folder, processes)
+        print(f"  {pairs:,} pairs, {processes} process(es): {json.dumps(row[f'train{processes}'])}", flush=True)
     shutil.rmtree(folder / f"corpus{pairs}", ignore_errors=True)
     shutil.rmtree(folder / f"cache{pairs}", ignore_errors=True)
     return row
