@@ -296,3 +296,19 @@ def test_progress_is_logged_as_plain_lines_off_a_terminal(tmp_path: Path, small_
     size = (tmp_path / "train.de").stat().st_size + (tmp_path / "train.en").stat().st_size
     assert re.search(rf"reading: {size / 1000:.1f}kB of {size / 1000:.1f}kB \(100%\)", caplog.text)
     assert "encoding: 20 pairs of 20 pairs (100%)" in caplog.text
+
+
+def test_a_line_sample_reads_the_same_lines_as_the_memory_mapped_column(tmp_path: Path) -> None:
+    from seq2seq.data.columns import LineSample
+    from seq2seq.data.store import TextWriter
+
+    lines = [f"Zeile {i} " + "ä" * (i % 7) for i in range(300)]
+    writer = TextWriter(tmp_path / "x.txt")
+    for start in range(0, 300, 40):
+        writer.append(lines[start:start + 40])
+    writer.close()
+    rows = np.array([0, 5, 6, 150, 298, 299])
+    for chunk in (3, 64, 1 << 20):
+        assert list(LineSample(tmp_path / "x.txt", rows, chunk_bytes=chunk)) == [lines[i] for i in rows]
+        assert list(LineSample(tmp_path / "x.txt", chunk_bytes=chunk)) == lines
+    assert list(TextColumn.open(tmp_path / "x.txt", rows)) == [lines[i] for i in rows]

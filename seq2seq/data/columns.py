@@ -95,3 +95,33 @@ class IdRows(_Rows):
 
     def _row(self, index: int) -> list[int]:
         return self._flat[int(self._offsets[index]):int(self._offsets[index + 1])].tolist()
+
+
+class LineSample:
+    """Some lines of a ``TextColumn`` file, in file order, read with plain sequential reads.
+
+    For one pass over many lines spread over a large file (the tokenizer's sample): unlike
+    a memory map, reading leaves no file pages counted in this process's resident memory.
+    Iterable any number of times; ``rows`` (sorted) None = every line.
+    """
+
+    def __init__(self, path: Path, rows: np.ndarray | None = None, chunk_bytes: int = 1 << 23) -> None:
+        self._path, self._rows, self._chunk_bytes = path, rows, chunk_bytes
+        self._count = len(map_array(path.with_name(path.name + ".offsets"), np.int64)) - 1
+
+    def __len__(self) -> int:
+        return self._count if self._rows is None else len(self._rows)
+
+    def __iter__(self) -> Iterator[str]:
+        wanted = iter(range(self._count) if self._rows is None else self._rows.tolist())
+        target = next(wanted, None)
+        line = 0
+        rest = b""
+        with self._path.open("rb") as handle:
+            while target is not None and (chunk := handle.read(self._chunk_bytes)):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                while target is not None and target - line < len(lines):
+                    yield lines[target - line].decode("utf-8")
+                    target = next(wanted, None)
+                line += len(lines)

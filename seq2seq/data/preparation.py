@@ -32,7 +32,7 @@ from ..errors import DataError
 from .batches import EncodedCorpus, SplitReport, padding_ratio
 from .cache import (file_identity, install_entry, remember_hash, remembered_hash, scratch_directory, verify_entry,
                     warn_damaged, write_manifest)
-from .columns import TextColumn
+from .columns import LineSample
 from .encoding import EMPTY, LONG, TRUNCATED, encode_splits, ids_dtype
 from .progress import ProgressMeter
 from .store import CorpusLines, collect_split, corpus_hash, open_split, read_meta, text_path, write_meta
@@ -146,13 +146,12 @@ def _data_key(hashes: dict[str, list[str]], cfg: Config) -> str:
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
 
 
-def _tokenizer_sample(directory: Path, pairs: int, joint: bool) -> tuple[TextColumn, TextColumn]:
+def _tokenizer_sample(directory: Path, pairs: int, joint: bool) -> tuple[LineSample, LineSample]:
     """The training sentences the tokenizer learns from: all, or a uniform random sample of pairs
     (in corpus order) so that at most MAX_TRAIN_SENTENCES sentences go into one model."""
     cap = MAX_TRAIN_SENTENCES // 2 if joint else MAX_TRAIN_SENTENCES
     rows = None if pairs <= cap else np.sort(np.random.default_rng(SAMPLE_SEED).choice(pairs, cap, replace=False))
-    return (TextColumn.open(text_path(directory, "train", "src"), rows),
-            TextColumn.open(text_path(directory, "train", "tgt"), rows))
+    return LineSample(text_path(directory, "train", "src"), rows), LineSample(text_path(directory, "train", "tgt"), rows)
 
 
 def _open_entry(directory: Path, tokenizer: Tokenizer, verified: bool = False) -> dict[str, EncodedCorpus] | None:

@@ -144,7 +144,7 @@ class Tokenizer:
         (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
-def load_or_train_tokenizer(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: TokenizerConfig,
+def load_or_train_tokenizer(src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig,
                             cache_root: Path, key: str | None = None) -> Tokenizer:
     """The tokenizer for this training text and these options: from the cache, or trained and cached.
 
@@ -204,11 +204,11 @@ def _options_for_key(cfg: TokenizerConfig) -> dict[str, Any]:
             "character_coverage": cfg.character_coverage, "byte_fallback": cfg.byte_fallback}
 
 
-def train_tokenizer(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: TokenizerConfig) -> Tokenizer:
+def train_tokenizer(src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
     """Train SentencePiece in-process: one model on both sides if ``cfg.joint``, else one per side.
 
-    The texts may be lazy sequences (e.g. a sample of sentences on disk): they are read
-    once per training attempt and never copied into a list here.
+    The texts may be lazy, re-iterable collections (e.g. a sample of sentences on disk): they
+    are read once per training attempt and never copied into a list here.
     """
     if cfg.joint:
         return Tokenizer(_train_model(lambda: itertools.chain(src_texts, tgt_texts), cfg, "joint"))
