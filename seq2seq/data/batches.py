@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Literal
 
 import numpy as np
@@ -186,13 +185,14 @@ class EncodedCorpus:
                      num_tgt_tokens=int(tgt_lengths.sum()) + len(rows))
 
 
-def padding_ratio(corpus: EncodedCorpus, batches: list[list[int]]) -> float:
-    """Share of pad positions in the source and target tensors of ``batches`` (targets count EOS as real)."""
-    batches = [batch for batch in batches if len(batch)]
-    if not batches:
+def padding_ratio(corpus: EncodedCorpus, batches: Sequence[Sequence[int] | np.ndarray]) -> float:
+    """Share of pad positions in the source and target tensors of ``batches`` (lists or arrays of pair
+    indices; targets count EOS as real)."""
+    parts = [np.asarray(batch, dtype=np.int64) for batch in batches if len(batch)]
+    if not parts:
         return 0.0
-    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
-    indices = np.fromiter(chain.from_iterable(batches), dtype=np.int64, count=int(sizes.sum()))
+    sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    indices = np.concatenate(parts)
     starts = np.cumsum(sizes) - sizes
     src_lengths = corpus.src_lengths[indices]
     tgt_lengths = corpus.tgt_lengths[indices] + 1

@@ -221,7 +221,7 @@ def statistics_lines(corpora: dict[Split, EncodedCorpus], cfg: Config) -> list[s
             lines.append(f"  {origin}: {part.kept} pairs kept of {part.read} (dropped {part.dropped_empty} empty, "
                          f"{part.dropped_long} too long; {part.truncated} sources truncated)")
     train = corpora["train"]
-    batches = train.batch_order(cfg.train.batch_size, by=cfg.train.batch_by, shuffle=True, seed=cfg.train.seed)
+    batches = train.batch_arrays(cfg.train.batch_size, by=cfg.train.batch_by, shuffle=True, seed=cfg.train.seed)
     lines.append(f"train batches at {cfg.train.batch_size} {cfg.train.batch_by}: {len(batches)}, "
                  f"padding {padding_ratio(train, batches):.1%}")
     return lines
