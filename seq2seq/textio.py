@@ -140,6 +140,64 @@ def iter_file_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path} could not be read (truncated or corrupt gzip?): {exc}") from exc
 
 
+CHUNK_BYTES = 1 << 22  # what a streaming reader decodes at once: large enough to cost little per line
+
+
+def stream_line_blocks(path: str | Path, on_data: Callable[[bytes], Any] | None = None,
+                       on_progress: Callable[[int], Any] | None = None) -> Iterator[tuple[int, list[str]]]:
+    """Stream a plain or gzip UTF-8 file as blocks ``(number of the block's first line, lines)``.
+
+    Only one block (about :data:`CHUNK_BYTES` of text) is held at a time, so files of any
+    size can be read. Lines lose their newline (``\\n`` or ``\\r\\n``), as in
+    :func:`split_lines`. ``on_data`` receives every decompressed byte in order (to hash the
+    content as it streams); ``on_progress`` receives how many bytes of the file on disk were
+    consumed since its last call. Invalid UTF-8 raises DataError naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        with path.open("rb") as raw:
+            is_gzip = raw.read(2) == GZIP_MAGIC
+            raw.seek(0)
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if is_gzip else raw  # type: ignore[assignment]
+            yield from _line_blocks(stream, raw, str(path), on_data, on_progress)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} could not be read (truncated or corrupt gzip?): {exc}") from exc
+
+
+def _line_blocks(stream: BinaryIO, raw: BinaryIO, name: str, on_data: Callable[[bytes], Any] | None,
+                 on_progress: Callable[[int], Any] | None) -> Iterator[tuple[int, list[str]]]:
+    first_line, rest, position = 1, b"", 0
+    while True:
+        chunk = stream.read(CHUNK_BYTES)
+        if on_data is not None and chunk:
+            on_data(chunk)
+        if on_progress is not None:
+            now = raw.tell()
+            on_progress(now - position)
+            position = now
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1 if chunk else len(data)  # keep a partial last line for the next chunk
+        rest, data = data[cut:], data[:cut]
+        if data:
+            lines = split_lines(_decode_block(data, name, first_line))
+            yield first_line, lines
+            first_line += len(lines)
+        if not chunk:
+            return
+
+
+def _decode_block(data: bytes, name: str, first_line: int) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_number = first_line + data.count(b"\n", 0, exc.start)
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"{name}, line {line_number}: invalid UTF-8 ({exc.reason} at byte {column} "
+                        f"of the line); re-encode the file as UTF-8, e.g. with iconv") from None
+
+
 def write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write(tmp_dir)`` on a fresh temporary directory, then rename it to ``directory``.
 

@@ -182,7 +182,7 @@ def test_cached_prepare_neither_retrains_nor_reencodes(tiny_data, tiny_config,
     def fail(*args: object) -> None:
         raise AssertionError("prepare did work the cache should have saved")
 
-    monkeypatch.setattr(data_module, "_encode_split", fail)
+    monkeypatch.setattr(data_module, "encode_splits", fail)
     monkeypatch.setattr("seq2seq.data.tokenizer._train_model", fail)
     again = prepare(tiny_config, verbose=False)
     assert again.train.src_ids == tiny_data.train.src_ids
@@ -268,17 +268,17 @@ def test_train_entirely_over_max_length_is_an_error(tmp_path: Path, small_pairs)
 def test_interrupted_encoding_leaves_no_partial_cache(tmp_path: Path, small_pairs,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _text_config(tmp_path, small_pairs)
-    real_save = data_module._save_splits
+    real_save = data_module.write_manifest
 
-    def crash_after_writing(directory: Path, encoded: dict) -> None:
-        real_save(directory, encoded)
+    def crash_after_writing(directory: Path) -> None:
+        real_save(directory)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data_module, "_save_splits", crash_after_writing)
+    monkeypatch.setattr(data_module, "write_manifest", crash_after_writing)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg, verbose=False)
     assert _cache_entries(cfg) == []
-    monkeypatch.setattr(data_module, "_save_splits", real_save)
+    monkeypatch.setattr(data_module, "write_manifest", real_save)
     assert len(prepare(cfg, verbose=False).train) == len(small_pairs)
     assert len(_cache_entries(cfg)) == 1
 

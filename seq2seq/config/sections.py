@@ -34,13 +34,15 @@ class DataConfig:
       (no files; deterministic from ``synthetic_seed``).
 
     Relative paths are relative to the working directory. An empty ``dev`` or
-    ``test`` means that split is absent.
+    ``test`` means that split is absent. ``train`` may be a list of corpora, read one
+    after the other (WMT: Europarl + CommonCrawl + News Commentary); an entry
+    ``FORMAT:LOCATION`` (``tsv:cc.tsv``) reads that corpus in another format than ``format``.
     """
 
     format: Literal["text", "tsv", "jsonl", "hf", "synthetic"] = "synthetic"  # the reader, see above
     src_lang: str = "de"  # source language code: file suffix, default jsonl key / hf column
     tgt_lang: str = "en"  # target language code, as src_lang
-    train: str = ""  # training split: path prefix, file or hf split name (see format)
+    train: str | list[str] = ""  # training corpus: path prefix, file or hf split name (see format); or a list of them
     dev: str = ""  # dev split for validation and early stopping; empty = none
     test: str = ""  # test split; empty = none
     src_field: str = ""  # jsonl key / hf column of the source; empty = src_lang
@@ -58,6 +60,8 @@ class DataConfig:
         _require(self.max_length >= 1, "data.max_length", "must be at least 1", self.max_length)
         if self.format != "synthetic":
             _require(bool(self.train), "data.train", f"is required for data.format={self.format}", self.train)
+        if isinstance(self.train, list):
+            _require(all(self.train), "data.train", "must not list an empty corpus", self.train)
         if self.format == "hf":
             _require(bool(self.hf_name), "data.hf_name", "is required for data.format=hf", self.hf_name)
         if self.format == "text":

@@ -10,15 +10,15 @@ translation request brings.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Literal
 
 import numpy as np
 import torch
 
 from ..ids import BOS_ID, EOS_ID, PAD_ID
+from .columns import IdRows
 
 
 @dataclass
@@ -76,24 +76,32 @@ class SplitReport:
 class EncodedCorpus:
     """The pairs of one split as ids (no BOS/EOS) and as text, stored flat for fast batching.
 
-    ``src_ids``/``tgt_ids`` are lists of id lists; ``src_text``/``tgt_text`` are the raw
-    strings (the references BLEU is computed against). Internally each side is one flat
-    int32 array with offsets, so :meth:`collate` builds a batch with a few array ops.
+    ``src_ids``/``tgt_ids`` are sequences of id lists, built on access; ``src_text``/``tgt_text``
+    are indexable sequences of the raw strings (the references BLEU is computed against).
+    Internally each side is one flat id array with offsets (memory-mapped when the corpus
+    comes from the cache), so :meth:`collate` builds a batch with a few array ops and only
+    the lengths live in memory.
     """
 
     def __init__(self, src_flat: np.ndarray, src_offsets: np.ndarray, tgt_flat: np.ndarray,
-                 tgt_offsets: np.ndarray, src_text: list[str], tgt_text: list[str],
-                 report: SplitReport | None = None) -> None:
-        """``*_flat`` hold the ids of all sentences in a row; sentence i is ``flat[offsets[i]:offsets[i+1]]``."""
+                 tgt_offsets: np.ndarray, src_text: Sequence[str], tgt_text: Sequence[str],
+                 report: SplitReport | None = None,
+                 sources: Sequence[tuple[str, SplitReport]] = ()) -> None:
+        """``*_flat`` hold the ids of all sentences in a row; sentence i is ``flat[offsets[i]:offsets[i+1]]``.
+
+        ``sources`` holds the report of each corpus the split was read from, when there are several.
+        """
         if not (len(src_offsets) == len(tgt_offsets) == len(src_text) + 1 == len(tgt_text) + 1):
             raise ValueError("EncodedCorpus: ids and texts must describe the same number of pairs")
-        self._src_flat, self._src_offsets = src_flat, src_offsets.astype(np.int64)
-        self._tgt_flat, self._tgt_offsets = tgt_flat, tgt_offsets.astype(np.int64)
+        # asarray: a memory-mapped int64 array stays mapped instead of being copied into memory.
+        self._src_flat, self._src_offsets = src_flat, np.asarray(src_offsets, dtype=np.int64)
+        self._tgt_flat, self._tgt_offsets = tgt_flat, np.asarray(tgt_offsets, dtype=np.int64)
         self.src_lengths = np.diff(self._src_offsets)  # (N,) int64
         self.tgt_lengths = np.diff(self._tgt_offsets)  # (N,) int64, without EOS
         self.src_text = src_text
         self.tgt_text = tgt_text
         self.report = report or SplitReport(read=len(src_text), dropped_empty=0, dropped_long=0, truncated=0)
+        self.sources = list(sources)
 
     @classmethod
     def from_ids(cls, src_ids: list[list[int]], tgt_ids: list[list[int]], src_text: list[str] | None = None,
@@ -107,15 +115,17 @@ class EncodedCorpus:
                    tgt_text or [""] * len(tgt_ids), report)
 
     def __len__(self) -> int:
-        return len(self.src_text)
+        return len(self.src_lengths)
 
-    @cached_property
-    def src_ids(self) -> list[list[int]]:
-        return _unflatten(self._src_flat, self._src_offsets)
+    @property
+    def src_ids(self) -> IdRows:
+        """``src_ids[i]``: the source ids of pair i as a list (read from the flat array on access)."""
+        return IdRows(self._src_flat, self._src_offsets)
 
-    @cached_property
-    def tgt_ids(self) -> list[list[int]]:
-        return _unflatten(self._tgt_flat, self._tgt_offsets)
+    @property
+    def tgt_ids(self) -> IdRows:
+        """``tgt_ids[i]``: the target ids of pair i as a list."""
+        return IdRows(self._tgt_flat, self._tgt_offsets)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The flat arrays, as the cache stores them."""
@@ -134,17 +144,24 @@ class EncodedCorpus:
         ``by="sentences"`` a batch has ``max_tokens`` pairs. The order of the batches is
         shuffled too. The result depends only on (seed, epoch) and the corpus.
         """
+        return [batch.tolist() for batch in self.batch_arrays(max_tokens, by, shuffle, seed, epoch)]
+
+    def batch_arrays(self, max_tokens: int, by: Literal["tokens", "sentences"] = "tokens", shuffle: bool = True,
+                     seed: int = 0, epoch: int = 0) -> list[np.ndarray]:
+        """:meth:`batch_order` as int64 arrays, views of one (N,) array: an epoch of millions of pairs
+        costs 8 bytes a pair instead of a Python int object each."""
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         rng = np.random.default_rng([seed, epoch]) if shuffle else None
         tie_break = rng.permutation(len(self)) if rng is not None else np.arange(len(self))
-        order = np.lexsort((tie_break, self.tgt_lengths, self.src_lengths))
+        order = _length_order(self.src_lengths, self.tgt_lengths, tie_break)
         if by == "tokens":
-            batches = _pack_by_tokens(order, self.src_lengths, self.tgt_lengths + 1, max_tokens)
+            bounds = _token_bounds(order, self.src_lengths, self.tgt_lengths + 1, max_tokens)
         elif by == "sentences":
-            batches = [order[i:i + max_tokens].tolist() for i in range(0, len(order), max_tokens)]
+            bounds = [*range(0, len(order), max_tokens), len(order)]
         else:
             raise ValueError(f"by must be 'tokens' or 'sentences', got {by!r}")
+        batches = [order[begin:end] for begin, end in zip(bounds[:-1], bounds[1:])]
         if rng is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
@@ -177,34 +194,55 @@ class EncodedCorpus:
                      num_tgt_tokens=int(tgt_lengths.sum()) + len(rows))
 
 
-def padding_ratio(corpus: EncodedCorpus, batches: list[list[int]]) -> float:
-    """Share of pad positions in the source and target tensors of ``batches`` (targets count EOS as real)."""
-    real = padded = 0
-    for indices in batches:
-        src_lengths = corpus.src_lengths[indices]
-        tgt_lengths = corpus.tgt_lengths[indices] + 1
-        real += int(src_lengths.sum() + tgt_lengths.sum())
-        padded += len(indices) * int(src_lengths.max() + tgt_lengths.max())
+def padding_ratio(corpus: EncodedCorpus, batches: Sequence[Sequence[int] | np.ndarray]) -> float:
+    """Share of pad positions in the source and target tensors of ``batches`` (lists or arrays of pair
+    indices; targets count EOS as real)."""
+    parts = [np.asarray(batch, dtype=np.int64) for batch in batches if len(batch)]
+    if not parts:
+        return 0.0
+    sizes = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    indices = np.concatenate(parts)
+    starts = np.cumsum(sizes) - sizes
+    src_lengths = corpus.src_lengths[indices]
+    tgt_lengths = corpus.tgt_lengths[indices] + 1
+    real = int(src_lengths.sum() + tgt_lengths.sum())
+    padded = int((sizes * (np.maximum.reduceat(src_lengths, starts) + np.maximum.reduceat(tgt_lengths, starts))).sum())
     return 1.0 - real / padded if padded else 0.0
 
 
-def _pack_by_tokens(order: np.ndarray, src_lengths: np.ndarray, tgt_lengths: np.ndarray,
-                    max_tokens: int) -> list[list[int]]:
-    """Cut ``order`` into consecutive runs whose ``n * max(src, tgt)`` stays within ``max_tokens``."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for index, src_length, tgt_length in zip(order.tolist(), src_lengths[order].tolist(),
-                                             tgt_lengths[order].tolist()):
-        pair_longest = max(longest, src_length, tgt_length)
-        if current and (len(current) + 1) * pair_longest > max_tokens:
-            batches.append(current)
-            current, pair_longest = [], max(src_length, tgt_length)
-        current.append(index)
-        longest = pair_longest
-    if current:
-        batches.append(current)
-    return batches
+def _length_order(src_lengths: np.ndarray, tgt_lengths: np.ndarray, tie_break: np.ndarray) -> np.ndarray:
+    """``np.lexsort((tie_break, tgt_lengths, src_lengths))`` for a permutation ``tie_break``, computed as
+    one argsort of distinct int64 keys when they fit (about twice as fast on millions of pairs)."""
+    count = len(src_lengths)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    tgt_span = int(tgt_lengths.max()) + 1
+    if (int(src_lengths.max()) + 1) * tgt_span * count >= 1 << 62:
+        return np.lexsort((tie_break, tgt_lengths, src_lengths))
+    keys = (src_lengths.astype(np.int64) * tgt_span + tgt_lengths) * count + tie_break
+    return np.argsort(keys)  # distinct keys: no tie for the sort algorithm to break
+
+
+def _token_bounds(order: np.ndarray, src_lengths: np.ndarray, tgt_lengths: np.ndarray, max_tokens: int) -> list[int]:
+    """Where to cut ``order`` into consecutive runs whose ``n * max(src, tgt)`` stays within ``max_tokens``
+    (0, the end of each run, and len(order) last).
+
+    Greedy: a run grows while the next pair fits. Its cost ``(k + 1) * max(longest of the first
+    k + 1 pairs)`` never falls as k grows, so each run ends at the first k where the cost
+    exceeds ``max_tokens``; that k is found with array operations over a window that must
+    contain it (at most ``max_tokens // longest of the first pair + 2`` pairs), one window per
+    batch instead of one Python step per pair.
+    """
+    longest = np.maximum(src_lengths[order], tgt_lengths[order])
+    bounds = [0]
+    start = 0
+    while start < len(order):
+        window = longest[start:start + max_tokens // max(int(longest[start]), 1) + 2]
+        costs = np.maximum.accumulate(window) * np.arange(1, len(window) + 1)
+        over = np.flatnonzero(costs[1:] > max_tokens)
+        start += int(over[0]) + 1 if len(over) else len(window)
+        bounds.append(start)
+    return bounds
 
 
 def _padded(flat: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
@@ -223,12 +261,6 @@ def flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     np.cumsum(lengths, out=offsets[1:])
     flat = np.fromiter((i for s in sequences for i in s), dtype=np.int32, count=int(offsets[-1]))
     return flat, offsets
-
-
-def _unflatten(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
-    values = flat.tolist()
-    bounds = offsets.tolist()
-    return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 def length_sorted_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:

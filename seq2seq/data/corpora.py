@@ -1,26 +1,26 @@
-"""Readers of parallel text: aligned files, TSV, JSON lines, Hugging Face ``datasets``, the synthetic task.
+"""Whole-corpus readers of parallel text: aligned files, TSV, JSON lines, Hugging Face ``datasets``, synthetic.
 
-Every reader returns a :class:`ParallelText` (source and target sentences, aligned by
-position) and fails with a :class:`DataError` naming the file, the line and how to fix
-it. Readers return the text as it is; dropping empty or over-long pairs is the job of
-``data.preparation.prepare`` so that it can count and report what it drops.
+Each reader collects the blocks of its streaming counterpart in
+:mod:`seq2seq.data.streaming` into a :class:`ParallelText`, for small corpora and tests;
+``prepare`` streams instead. Errors name the file, the line and how to fix it. Readers
+return the text as it is: dropping empty or over-long pairs is the job of ``prepare``, so
+that it can count and report what it drops.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..textio import atomic_file, decode_utf8, read_bytes, read_lines, split_lines
-from .synthetic import generate_corpus
+from ..textio import atomic_file
+from .streaming import (HF_LOCAL_BUILDERS, SPLITS, Blocks, CorpusSource, Split, corpus_sources, hf_blocks, hf_origin,
+                        jsonl_blocks, pair_blocks, resolve_text_file, synthetic_source, text_pair_blocks,
+                        tsv_blocks)
 
-Split = Literal["train", "dev", "test"]
-SPLITS: tuple[Split, ...] = ("train", "dev", "test")
-HF_LOCAL_BUILDERS = ("json", "csv", "parquet", "arrow")
+__all__ = ["HF_LOCAL_BUILDERS", "SPLITS", "ParallelText", "Split", "read_hf", "read_jsonl", "read_split",
+           "read_synthetic", "read_text_pair", "read_tsv", "resolve_text_file"]
 
 
 @dataclass
@@ -38,108 +38,50 @@ class ParallelText:
         return len(self.src)
 
 
+def _collect(blocks: Blocks, origin: str) -> ParallelText:
+    src: list[str] = []
+    tgt: list[str] = []
+    for src_block, tgt_block in blocks:
+        src.extend(src_block)
+        tgt.extend(tgt_block)
+    return ParallelText(src=src, tgt=tgt, origin=origin)
+
+
 def read_split(cfg: DataConfig, split: Split) -> ParallelText | None:
-    """The raw pairs of one split as ``cfg`` describes them; None when that split is not configured."""
-    if cfg.format == "synthetic":
-        return read_synthetic(cfg, split)
-    location = getattr(cfg, split)
-    if not location:
+    """The raw pairs of one split (all its corpora in order) as ``cfg`` describes them; None when absent."""
+    sources = corpus_sources(cfg, split)
+    if not sources:
         return None
-    src_field = cfg.src_field or cfg.src_lang
-    tgt_field = cfg.tgt_field or cfg.tgt_lang
-    if cfg.format == "text":
-        return read_text_pair(location, cfg.src_lang, cfg.tgt_lang)
-    if cfg.format == "tsv":
-        return read_tsv(location)
-    if cfg.format == "jsonl":
-        return read_jsonl(location, src_field, tgt_field)
-    if cfg.format == "hf":
-        return read_hf(cfg.hf_name, location, src_field, tgt_field, config_name=cfg.hf_config)
-    raise AssertionError(f"unhandled data.format {cfg.format!r}")
+    parts = [_read_source(source) for source in sources]
+    return ParallelText(src=[s for part in parts for s in part.src], tgt=[t for part in parts for t in part.tgt],
+                        origin=" + ".join(part.origin for part in parts))
+
+
+def _read_source(source: CorpusSource) -> ParallelText:
+    return _collect(pair_blocks(source, [None] * max(1, len(source.files))), source.origin)  # type: ignore[list-item]
 
 
 def read_synthetic(cfg: DataConfig, split: Split) -> ParallelText | None:
     """One split of the synthetic task with the sizes and seed of ``cfg``; None for a split of size 0."""
-    sizes = {"train": cfg.synthetic_train_size, "dev": cfg.synthetic_dev_size, "test": cfg.synthetic_test_size}
-    if sizes[split] == 0:
-        return None
-    corpus = generate_corpus(cfg.synthetic_train_size, cfg.synthetic_dev_size, cfg.synthetic_test_size,
-                             cfg.synthetic_seed)
-    src, tgt = corpus[SPLITS.index(split)]
-    return ParallelText(src=list(src), tgt=list(tgt), origin=f"synthetic {split} (seed {cfg.synthetic_seed})")
-
-
-def resolve_text_file(prefix: str | Path, lang: str) -> Path:
-    """``PREFIX.LANG`` or, failing that, ``PREFIX.LANG.gz``; DataError naming both when neither exists."""
-    plain = Path(f"{prefix}.{lang}")
-    gzipped = Path(f"{prefix}.{lang}.gz")
-    for candidate in (plain, gzipped):
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"file not found: {plain} (nor {gzipped.name}); data paths are prefixes, "
-                    f"relative to the working directory {Path.cwd()}")
+    sources = synthetic_source(cfg, split)
+    return _read_source(sources[0]) if sources else None
 
 
 def read_text_pair(prefix: str | Path, src_lang: str, tgt_lang: str) -> ParallelText:
     """Two aligned files ``PREFIX.SRC_LANG`` and ``PREFIX.TGT_LANG`` (each optionally ``.gz``), line by line."""
     src_path = resolve_text_file(prefix, src_lang)
     tgt_path = resolve_text_file(prefix, tgt_lang)
-    src = read_lines(src_path)
-    tgt = read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: parallel files "
-                        f"must have one sentence per line, aligned line by line")
-    return ParallelText(src=src, tgt=tgt, origin=f"{src_path} / {tgt_path}")
+    return _collect(text_pair_blocks(src_path, tgt_path), f"{src_path} / {tgt_path}")
 
 
 def read_tsv(path: str | Path) -> ParallelText:
     """One file of ``source<TAB>target`` lines. A blank line is an (empty) pair; other lines need exactly one tab."""
-    src: list[str] = []
-    tgt: list[str] = []
-    for line_number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            src.append("")
-            tgt.append("")
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2:
-            raise DataError(f"{path}, line {line_number}: expected 2 tab-separated fields (source, target), "
-                            f"found {len(fields)}")
-        src.append(fields[0])
-        tgt.append(fields[1])
-    return ParallelText(src=src, tgt=tgt, origin=str(path))
+    return _collect(tsv_blocks(Path(path)), str(path))
 
 
 def read_jsonl(path: str | Path, src_key: str, tgt_key: str) -> ParallelText:
     """One JSON object per line; ``src_key``/``tgt_key`` name string fields (dotted for nested objects)."""
-    text = decode_utf8(read_bytes(path), str(path))
-    src: list[str] = []
-    tgt: list[str] = []
-    for line_number, line in enumerate(split_lines(text), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        src.append(_string_field(record, src_key, where, "data.src_field"))
-        tgt.append(_string_field(record, tgt_key, where, "data.tgt_field"))
-    return ParallelText(src=src, tgt=tgt, origin=str(path))
-
-
-def _string_field(record: dict[str, Any], dotted_key: str, where: str, config_key: str) -> str:
-    value: Any = record
-    for part in dotted_key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            available = ", ".join(sorted(value)) if isinstance(value, dict) else "none"
-            raise DataError(f"{where}: no key {dotted_key!r} (keys here: {available}); set {config_key}")
-        value = value[part]
-    if not isinstance(value, str):
-        raise DataError(f"{where}: {dotted_key!r} must be a string, got {type(value).__name__}")
-    return value
+    return _collect(jsonl_blocks(Path(path), src_key, tgt_key), str(path))
 
 
 def read_hf(name: str, split: str, src_column: str, tgt_column: str, config_name: str = "",
@@ -151,39 +93,8 @@ def read_hf(name: str, split: str, src_column: str, tgt_column: str, config_name
     ``csv``, ``parquet``, ``arrow``), ``split`` is a data file. Columns may be dotted to
     reach into nested ones (``translation.de``).
     """
-    import datasets  # imported here: it is slow to import and only this format needs it
-
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    if name in HF_LOCAL_BUILDERS:
-        if not Path(split).is_file():
-            raise DataError(f"file not found: {split} (data file for the {name!r} builder)")
-        kwargs: dict[str, Any] = {"data_files": {"data": split}, "split": "data"}
-        origin = f"{split} ({name})"
-    else:
-        kwargs = {"name": config_name or None, "split": split}
-        origin = f"{name}{'/' + config_name if config_name else ''} split {split!r}"
-    try:
-        dataset = datasets.load_dataset(name, cache_dir=cache_dir, **kwargs)
-    except Exception as exc:  # datasets raises many types (FileNotFoundError, ValueError, ConnectionError, ...)
-        raise DataError(f"could not load Hugging Face dataset {origin}: {type(exc).__name__}: {exc}") from exc
-    dataset = dataset.flatten()
-    src = _hf_column(dataset, src_column, origin, "data.src_field")
-    tgt = _hf_column(dataset, tgt_column, origin, "data.tgt_field")
-    return ParallelText(src=src, tgt=tgt, origin=origin)
-
-
-def _hf_column(dataset: Any, column: str, origin: str, config_key: str) -> list[str]:
-    if column not in dataset.column_names:
-        raise DataError(f"{origin} has no column {column!r} (columns: {', '.join(dataset.column_names)}); "
-                        f"set {config_key}, dotted for nested columns, e.g. translation.de")
-    # The csv builder reads an empty field as None: an empty sentence, dropped (and counted) later.
-    values = ["" if value is None else value for value in dataset[column]]
-    for row, value in enumerate(values):
-        if not isinstance(value, str):
-            raise DataError(f"{origin}, row {row}: column {column!r} must hold strings, "
-                            f"got {type(value).__name__}")
-    return values
+    return _collect(hf_blocks(name, split, src_column, tgt_column, config_name, cache_dir),
+                    hf_origin(name, split, config_name))
 
 
 def export_split(cfg: DataConfig, split: Split, prefix: str | Path) -> tuple[Path, Path, int]:

@@ -2,8 +2,10 @@
 
 The special ids live in :mod:`seq2seq.ids`; every model trained here uses them.
 
-Models are trained from the training corpus and cached on disk under a hash of the
-text and the options, so running ``prepare`` or ``train`` again does not retrain.
+Models are trained from the training corpus (a corpus of more than
+:data:`MAX_TRAIN_SENTENCES` sentences is sampled by ``prepare``) and cached on disk
+under a hash of the text and the options, so running ``prepare`` or ``train`` again
+does not retrain. A damaged cached model is reported and trained again.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import io
 import json
 import logging
 import os
+import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ import torch
 from ..config import TokenizerConfig
 from ..errors import CheckpointError, DataError
 from ..ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from ..textio import write_atomically
+from .cache import install_entry, scratch_directory, verify_entry, warn_damaged, write_manifest
 
 STATE_FORMAT = "sentencepiece"
 META_FILE = "tokenizer.json"
@@ -65,13 +68,13 @@ class Tokenizer:
         """Target piece ids of one sentence, no BOS/EOS."""
         return self._tgt.encode(text, out_type=int)
 
-    def encode_src_batch(self, texts: list[str]) -> list[list[int]]:
-        """``encode_src`` for many sentences at once (multi-threaded inside sentencepiece)."""
-        return self._src.encode(texts, out_type=int, num_threads=_num_threads())
+    def encode_src_batch(self, texts: list[str], num_threads: int | None = None) -> list[list[int]]:
+        """``encode_src`` for many sentences at once (on ``num_threads`` sentencepiece threads; None = all cores)."""
+        return self._src.encode(texts, out_type=int, num_threads=num_threads or _num_threads())
 
-    def encode_tgt_batch(self, texts: list[str]) -> list[list[int]]:
+    def encode_tgt_batch(self, texts: list[str], num_threads: int | None = None) -> list[list[int]]:
         """``encode_tgt`` for many sentences at once."""
-        return self._tgt.encode(texts, out_type=int, num_threads=_num_threads())
+        return self._tgt.encode(texts, out_type=int, num_threads=num_threads or _num_threads())
 
     def sample_src(self, text: str, alpha: float, nbest: int) -> list[int]:
         """One SentencePiece *sampled* segmentation of a source sentence (subword regularisation)."""
@@ -149,27 +152,49 @@ class Tokenizer:
         (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
-def load_or_train_tokenizer(src_texts: list[str], tgt_texts: list[str], cfg: TokenizerConfig,
-                            cache_root: Path) -> Tokenizer:
+def load_or_train_tokenizer(src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig,
+                            cache_root: Path, key: str | None = None) -> Tokenizer:
     """The tokenizer for this training text and these options: from the cache, or trained and cached.
 
-    The cache directory is ``cache_root/tokenizer/<hash of text and options>``; it is
-    written to a temporary directory first and renamed, so an interrupted run leaves
-    no half-written model behind.
+    The cache directory is ``cache_root/tokenizer/<key>`` (default: a hash of the text and the
+    options), written under a temporary name, checksummed and renamed: an interrupted run leaves
+    no half-written model, and a damaged one is trained again with a warning naming it.
     """
-    directory = cache_root / "tokenizer" / tokenizer_key(src_texts, tgt_texts, cfg)
-    if (directory / META_FILE).is_file():  # written last: its presence means a complete model
-        logger.debug("tokenizer: cached %s", directory)
-        return Tokenizer.load(directory)
+    directory = cache_root / "tokenizer" / (key or tokenizer_key(src_texts, tgt_texts, cfg))
+    cached = load_cached_tokenizer(directory)
+    if cached is not None:
+        return cached
     tokenizer = train_tokenizer(src_texts, tgt_texts, cfg)
-    write_atomically(directory, tokenizer.save)
+    with scratch_directory(directory) as tmp:
+        tokenizer.save(tmp)
+        write_manifest(tmp)
+        install_entry(tmp, directory)
     logger.info("tokenizer: trained %s vocabulary %s, cached in %s", cfg.type,
                 tokenizer.src_vocab_size if tokenizer.joint
                 else f"{tokenizer.src_vocab_size} / {tokenizer.tgt_vocab_size}", directory)
     return tokenizer
 
 
-def tokenizer_key(src_texts: list[str], tgt_texts: list[str], cfg: TokenizerConfig) -> str:
+def load_cached_tokenizer(directory: Path) -> Tokenizer | None:
+    """The tokenizer cached in ``directory``; None when there is none or it is damaged (then with a warning)."""
+    problem = verify_entry(directory)
+    if problem is None:
+        try:
+            return Tokenizer.load(directory)
+        except (OSError, ValueError, KeyError, TypeError, DataError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+    if directory.exists():
+        warn_damaged(directory, problem)
+    return None
+
+
+def stream_tokenizer_key(train_hash: str, cfg: TokenizerConfig) -> str:
+    """The cache key of the tokenizer ``prepare`` trains on a sample of a corpus with content hash ``train_hash``."""
+    key = ["sampled", MAX_TRAIN_SENTENCES, _options_for_key(cfg), spm.__version__, train_hash]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
+
+
+def tokenizer_key(src_texts: Sequence[str], tgt_texts: Sequence[str], cfg: TokenizerConfig) -> str:
     """A hash of the training text and every option that changes the model."""
     digest = hashlib.sha256(json.dumps([_options_for_key(cfg), spm.__version__]).encode())
     for texts in (src_texts, tgt_texts):
@@ -179,9 +204,7 @@ def tokenizer_key(src_texts: list[str], tgt_texts: list[str], cfg: TokenizerConf
 
 def hash_texts(texts: Iterable[str]) -> str:
     """A hash of a list of sentences (their order and their boundaries included)."""
-    digest = hashlib.sha256()
-    digest.update("\n".join(texts).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+    return hashlib.sha256("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _options_for_key(cfg: TokenizerConfig) -> dict[str, Any]:
@@ -189,17 +212,22 @@ def _options_for_key(cfg: TokenizerConfig) -> dict[str, Any]:
             "character_coverage": cfg.character_coverage, "byte_fallback": cfg.byte_fallback}
 
 
-def train_tokenizer(src_texts: list[str], tgt_texts: list[str], cfg: TokenizerConfig) -> Tokenizer:
-    """Train SentencePiece in-process: one model on both sides if ``cfg.joint``, else one per side."""
+def train_tokenizer(src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
+    """Train SentencePiece in-process: one model on both sides if ``cfg.joint``, else one per side.
+
+    The texts may be lazy, re-iterable collections (e.g. a sample of sentences on disk): they
+    are read once per training attempt and never copied into a list here.
+    """
     if cfg.joint:
-        return Tokenizer(_train_model([*src_texts, *tgt_texts], cfg, "joint"))
-    return Tokenizer(_train_model(src_texts, cfg, "source"), _train_model(tgt_texts, cfg, "target"))
+        return Tokenizer(_train_model(lambda: itertools.chain(src_texts, tgt_texts), cfg, "joint"))
+    return Tokenizer(_train_model(lambda: iter(src_texts), cfg, "source"),
+                     _train_model(lambda: iter(tgt_texts), cfg, "target"))
 
 
-def _train_model(texts: list[str], cfg: TokenizerConfig, side: str) -> bytes:
-    """One serialized model. A vocab_size the text cannot fill (or too small for its characters) is adjusted."""
-    texts = [text for text in texts if text.strip()]
-    if not texts:
+def _train_model(texts: Callable[[], Iterator[str]], cfg: TokenizerConfig, side: str) -> bytes:
+    """One serialized model from the sentences ``texts()`` yields. A vocab_size the text cannot fill
+    (or too small for its characters) is adjusted."""
+    if not any(text.strip() for text in texts()):
         raise DataError(f"no text to train the {side} tokenizer on")
     vocab_size = cfg.vocab_size
     for _ in range(3):
@@ -227,11 +255,11 @@ def _adjusted_vocab_size(message: str) -> int | None:
     return None
 
 
-def _run_trainer(texts: list[str], cfg: TokenizerConfig, vocab_size: int) -> bytes:
+def _run_trainer(texts: Callable[[], Iterator[str]], cfg: TokenizerConfig, vocab_size: int) -> bytes:
     spm.set_random_generator_seed(TRAIN_SEED)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, model_type=cfg.type, vocab_size=vocab_size,
+        sentence_iterator=(text for text in texts() if text.strip()), model_writer=model, model_type=cfg.type, vocab_size=vocab_size,
         character_coverage=cfg.character_coverage, byte_fallback=cfg.byte_fallback,
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
         pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",

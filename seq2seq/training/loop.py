@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
@@ -246,9 +247,9 @@ def _remaining_groups(corpus: EncodedCorpus, tcfg: TrainConfig, state: TrainStat
     yield from groups[-(-state.batches_done // per_update):]
 
 
-def _epoch_groups(corpus: EncodedCorpus, tcfg: TrainConfig, epoch: int, ctx: DistContext) -> list[list[list[int]]]:
+def _epoch_groups(corpus: EncodedCorpus, tcfg: TrainConfig, epoch: int, ctx: DistContext) -> list[list[np.ndarray]]:
     """The epoch's batch order cut into updates of ``world_size * accumulate`` batches."""
-    order = corpus.batch_order(tcfg.batch_size, tcfg.batch_by, shuffle=True, seed=tcfg.seed, epoch=epoch)
+    order = corpus.batch_arrays(tcfg.batch_size, tcfg.batch_by, shuffle=True, seed=tcfg.seed, epoch=epoch)
     if len(order) < ctx.world_size:
         raise DataError(f"the training data make {len(order)} batch(es) of train.batch_size={tcfg.batch_size}, "
                         f"fewer than the {ctx.world_size} processes; use a smaller batch size or fewer processes")
@@ -259,7 +260,7 @@ def _epoch_groups(corpus: EncodedCorpus, tcfg: TrainConfig, epoch: int, ctx: Dis
 
 def _target_tokens(corpus: EncodedCorpus, group: list[list[int]]) -> int:
     """Real target tokens (EOS included) in all batches of an update, known to every process without talking."""
-    return sum(len(corpus.tgt_ids[i]) + 1 for indices in group for i in indices)
+    return sum(int(corpus.tgt_lengths[indices].sum()) + len(indices) for indices in group)
 
 
 def _validate_and_save(run: _Run) -> bool:
