@@ -181,7 +181,8 @@ def _line_blocks(stream: BinaryIO, raw: BinaryIO, name: str, on_data: Callable[[
         cut = data.rfind(b"\n") + 1 if chunk else len(data)  # keep a partial last line for the next chunk
         rest, data = data[cut:], data[:cut]
         if data:
-            lines = split_lines(_decode_block(data, name, first_line))
+            text = _decode_block(data, name, first_line)
+            lines = split_lines(drop_bom(text, name) if first_line == 1 else text)
             yield first_line, lines
             first_line += len(lines)
         if not chunk:

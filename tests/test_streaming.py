@@ -312,3 +312,11 @@ def test_a_line_sample_reads_the_same_lines_as_the_memory_mapped_column(tmp_path
         assert list(LineSample(tmp_path / "x.txt", rows, chunk_bytes=chunk)) == [lines[i] for i in rows]
         assert list(LineSample(tmp_path / "x.txt", chunk_bytes=chunk)) == lines
     assert list(TextColumn.open(tmp_path / "x.txt", rows)) == [lines[i] for i in rows]
+
+
+def test_a_leading_bom_in_a_streamed_corpus_is_not_text(tmp_path: Path) -> None:
+    (tmp_path / "c.de").write_bytes(b"\xef\xbb\xbfeins zwei\ndrei\n")
+    (tmp_path / "c.en").write_bytes(b"\xef\xbb\xbfone two\nthree\n")
+    pairs = read_split(load_config(None, ["data.format=text", f"data.train={tmp_path / 'c'}", "data.src_lang=de",
+                                          "data.tgt_lang=en"]).data, "train")
+    assert (pairs.src, pairs.tgt) == (["eins zwei", "drei"], ["one two", "three"])
