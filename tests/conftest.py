@@ -104,7 +104,7 @@ def small_pairs() -> list[tuple[str, str]]:
 def small_tokenizer():
     """A joint BPE tokenizer trained on SMALL_PAIRS (vocabulary a little above the byte pieces)."""
     from seq2seq.config import TokenizerConfig
-    from seq2seq.data.tokenizer import train_tokenizer
+    from seq2seq.data.tokenizer_training import train_tokenizer
 
     src, tgt = zip(*SMALL_PAIRS)
     return train_tokenizer(list(src), list(tgt), TokenizerConfig(type="bpe", vocab_size=340, joint=True))

@@ -11,7 +11,7 @@ from seq2seq.averaging import average_checkpoints
 from seq2seq.checkpoint import load_checkpoint, load_model
 from seq2seq.cli import main
 from seq2seq.config import TokenizerConfig
-from seq2seq.data.tokenizer import train_tokenizer
+from seq2seq.data.tokenizer_training import train_tokenizer
 from seq2seq.errors import CheckpointError
 from seq2seq.translate import Translator
 

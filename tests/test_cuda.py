@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-import seq2seq.training.loop as train_module
+from seq2seq.training import batching
 from seq2seq.training.loss import Objective
 from seq2seq.training.step import build_optimizer, train_step
 from seq2seq.checkpoint import load_checkpoint
@@ -76,7 +76,7 @@ def test_batches_travel_through_pinned_memory_and_keep_lengths_on_the_cpu(tmp_pa
     corpus = prepare(config_from_dict(_config_dict(tmp_path)), verbose=False).train
     host = corpus.collate([0, 1, 2])
     assert host.pin_memory().src_ids.is_pinned()
-    moved = train_module._to_device(host, torch.device("cuda"))
+    moved = batching.to_device(host, torch.device("cuda"))
     assert moved.src_ids.is_cuda and moved.tgt_out_ids.is_cuda
     assert moved.src_lengths.device.type == "cpu"  # pack_padded_sequence wants them there
 
@@ -98,7 +98,7 @@ def test_a_training_step_never_waits_for_the_gpu(tmp_path: Path, amp_name: str, 
     scaler = torch.amp.GradScaler("cuda", enabled=amp.use_scaler)
     ctx = DistContext(device=device)
     indices = list(range(8))
-    batches = [train_module._to_device(data.train.collate(indices), device)]
+    batches = [batching.to_device(data.train.collate(indices), device)]
     tokens = batches[0].num_tgt_tokens
 
     def step() -> torch.Tensor:
@@ -214,7 +214,7 @@ def test_a_nonfinite_update_is_skipped_on_the_gpu_and_leaves_the_weights(tmp_pat
     objective = Objective(model, cfg.train.label_smoothing, cfg.train.teacher_forcing)
     optimizer = build_optimizer(model, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
-    batches = [train_module._to_device(data.train.collate(list(range(8))), device)]
+    batches = [batching.to_device(data.train.collate(list(range(8))), device)]
     step = lambda: train_step(objective, optimizer, scaler, batches, batches[0].num_tgt_tokens, 1e-3,  # noqa: E731
                               cfg.train, resolve_amp("off", device), DistContext(device=device))
     assert step()[2].item() == 0.0

@@ -183,7 +183,7 @@ def test_cached_prepare_neither_retrains_nor_reencodes(tiny_data, tiny_config,
         raise AssertionError("prepare did work the cache should have saved")
 
     monkeypatch.setattr(data_module, "encode_splits", fail)
-    monkeypatch.setattr("seq2seq.data.tokenizer._train_model", fail)
+    monkeypatch.setattr("seq2seq.data.tokenizer_training._train_model", fail)
     again = prepare(tiny_config, verbose=False)
     assert again.train.src_ids == tiny_data.train.src_ids
     assert again.test.tgt_text == tiny_data.test.tgt_text

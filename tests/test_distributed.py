@@ -15,7 +15,8 @@ import yaml
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import config_from_dict
 from seq2seq.training.distributed import DistContext, rank_share
-from seq2seq.training.loop import _epoch_groups, train
+from seq2seq.training import train
+from seq2seq.training.batching import epoch_groups
 
 from digits import write_digit_pairs  # tests/digits.py
 
@@ -61,7 +62,7 @@ def test_every_process_gets_as_many_batches_and_all_get_each_batch_once(tmp_path
     cfg = config_from_dict(_config_dict(tmp_path, batch_by="tokens", batch_size=40, accumulate=2))
     corpus = prepare(cfg, verbose=False).train
     contexts = [DistContext(rank=rank, world_size=2) for rank in range(2)]
-    groups = _epoch_groups(corpus, cfg.train, epoch=0, ctx=contexts[0])
+    groups = epoch_groups(corpus, cfg.train, epoch=0, ctx=contexts[0])
     shares = [[batch for group in groups for batch in rank_share(group, ctx)] for ctx in contexts]
     assert len(shares[0]) == len(shares[1])
     order = corpus.batch_order(40, "tokens", shuffle=True, seed=cfg.train.seed, epoch=0)

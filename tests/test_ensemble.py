@@ -11,7 +11,7 @@ import torch
 from seq2seq.cli import main
 from seq2seq.config import TokenizerConfig
 from seq2seq.data.batches import pad_ids
-from seq2seq.data.tokenizer import train_tokenizer
+from seq2seq.data.tokenizer_training import train_tokenizer
 from seq2seq.ensemble import Ensemble
 from seq2seq.errors import CheckpointError
 from seq2seq.ids import BOS_ID, EOS_ID, PAD_ID

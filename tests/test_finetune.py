@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import seq2seq.training.loop as loop_module
+from seq2seq.training import batching
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.cli import main
 from seq2seq.config import Config, config_from_dict, replace_config
@@ -62,14 +63,14 @@ def test_fine_tuning_starts_from_the_checkpoints_loss_not_from_scratch(pretraine
         tokenizer.fingerprint()
     # The first update's loss is the pretrained model's loss on that update's batches of the new data.
     data = prepare(cfg, verbose=False, tokenizer=tokenizer)
-    group = loop_module._epoch_groups(data.train, cfg.train, 0, loop_module.DistContext())[0]
+    group = batching.epoch_groups(data.train, cfg.train, 0, loop_module.DistContext())[0]
     model = loop_module.Seq2Seq.from_config(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     model.load_state_dict(checkpoint["model"])
     objective = Objective(model, label_smoothing=0.0, teacher_forcing=1.0)
     with torch.no_grad():
         sums = sum(objective(b.src_ids, b.src_lengths, b.tgt_in_ids, b.tgt_out_ids)
                    for b in (data.train.collate(indices) for indices in group))
-    expected = sums[0].item() / loop_module._target_tokens(data.train, group)
+    expected = sums[0].item() / batching.target_tokens(data.train, group)
     assert tuned.losses[1] == pytest.approx(expected, rel=1e-4)
     assert tuned.losses[1] < 0.8 * scratch.losses[1]
 

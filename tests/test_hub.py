@@ -15,7 +15,7 @@ from seq2seq import Translator
 from seq2seq.cli import main
 from seq2seq.checkpoint import build_checkpoint, save_checkpoint
 from seq2seq.config import TokenizerConfig, config_from_dict
-from seq2seq.data.tokenizer import train_tokenizer
+from seq2seq.data.tokenizer_training import train_tokenizer
 from seq2seq.errors import CheckpointError, Seq2SeqError
 from seq2seq.hub import export_model, push_to_hub, read_scores
 from seq2seq.model.seq2seq import Seq2Seq

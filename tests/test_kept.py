@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import seq2seq.training.loop as loop_module
+from seq2seq.training import batching
 from seq2seq.checkpoint import load_checkpoint, load_model
 from seq2seq.config import Config, config_from_dict
 from seq2seq.data import prepare
@@ -59,7 +60,7 @@ def test_save_every_lets_a_crashed_run_resume_exactly_from_mid_epoch(pairs: Path
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config(pairs, save_every=2)
     full = train(cfg, tmp_path / "full")
-    assert len(loop_module._epoch_groups(full_data(cfg), cfg.train, 0, loop_module.DistContext())) > 6
+    assert len(batching.epoch_groups(full_data(cfg), cfg.train, 0, loop_module.DistContext())) > 6
 
     real_step, calls = loop_module.train_step, {"n": 0}
 

@@ -19,7 +19,7 @@ from seq2seq.data.batches import EncodedCorpus
 from seq2seq.data.columns import TextColumn
 from seq2seq.data.corpora import read_split
 from seq2seq.data.streaming import hf_blocks, jsonl_blocks, text_pair_blocks, tsv_blocks
-from seq2seq.data.tokenizer import train_tokenizer
+from seq2seq.data.tokenizer_training import train_tokenizer
 from seq2seq.errors import ConfigError, DataError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

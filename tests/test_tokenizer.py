@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq.data import tokenizer as tokenizer_module
+from seq2seq.data import tokenizer_training as tokenizer_module
 from seq2seq.config import TokenizerConfig
 from seq2seq.errors import CheckpointError
-from seq2seq.data.tokenizer import (
-    BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, load_or_train_tokenizer, tokenizer_key, train_tokenizer,
-)
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.data.tokenizer_training import load_or_train_tokenizer, tokenizer_key, train_tokenizer
+from seq2seq.ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 UNSEEN = "Ça coûte 3 € — 東京 🙂 naïve"
 
@@ -110,7 +110,7 @@ def test_damaged_state_is_a_checkpoint_error(small_tokenizer: Tokenizer) -> None
 
 def test_too_large_vocab_size_falls_back_with_a_warning(small_pairs: list[tuple[str, str]],
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="seq2seq.data.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="seq2seq.data.tokenizer_training"):
         tokenizer = train_tokenizer(*_sides(small_pairs), TokenizerConfig(vocab_size=8000))
     assert 260 < tokenizer.src_vocab_size < 8000
     assert f"tokenizer.vocab_size=8000 does not fit the joint text (too few distinct pieces); " \
@@ -119,7 +119,7 @@ def test_too_large_vocab_size_falls_back_with_a_warning(small_pairs: list[tuple[
 
 def test_too_small_vocab_size_grows_to_the_characters_and_bytes(small_pairs: list[tuple[str, str]],
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="seq2seq.data.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="seq2seq.data.tokenizer_training"):
         tokenizer = train_tokenizer(*_sides(small_pairs), TokenizerConfig(vocab_size=16))
     assert tokenizer.src_vocab_size > 256 + 4  # every byte piece and the specials
     assert "too small for its characters" in caplog.text

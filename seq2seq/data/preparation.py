@@ -38,8 +38,8 @@ from .progress import ProgressMeter
 from .store import CorpusLines, collect_split, corpus_hash, open_split, read_meta, text_path, write_meta
 from .streaming import SPLITS, CorpusSource, Split, corpus_sources
 from .subwords import tokenizer_from_files
-from .tokenizer import (MAX_TRAIN_SENTENCES, Tokenizer, load_cached_tokenizer, load_or_train_tokenizer,
-                        stream_tokenizer_key)
+from .tokenizer import Tokenizer
+from .tokenizer_training import MAX_TRAIN_SENTENCES, load_cached_tokenizer, load_or_train_tokenizer, stream_tokenizer_key
 
 CACHE_VERSION = 2  # bump when the layout of the cached files changes
 PERCENTILES = (50, 90, 99)

@@ -12,22 +12,22 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import build_checkpoint, config_of, load_matching_checkpoint, save_checkpoint
-from ..config import Config, TrainConfig, config_to_dict, replace_config, save_config
-from ..data import Batch, EncodedCorpus, PreparedData, Tokenizer, prepare
+from ..config import Config, config_to_dict, replace_config, save_config
+from ..data import PreparedData, Tokenizer, prepare
 from ..data.subwords import SubwordSampler
 from ..device import AmpSettings, resolve_amp
 from ..errors import CheckpointError, DataError, Seq2SeqError, StorageError
 from ..model import Seq2Seq
 from . import distributed as dist_utils
+from .batching import epoch_groups, remaining_groups, target_tokens, to_device
 from .distributed import DistContext
 from .kept import keep_best, keep_latest
 from .loss import Objective
@@ -141,7 +141,7 @@ def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ct
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp.use_scaler)
     state = TrainState() if checkpoint is None else restore_training(checkpoint, model, optimizer, scaler, ctx.rank)
     wrapped = DistributedDataParallel(objective) if ctx.is_distributed else objective
-    reporter = Reporter(run_dir, tcfg, ctx, steps_per_epoch=len(_epoch_groups(data.train, tcfg, 0, ctx)),
+    reporter = Reporter(run_dir, tcfg, ctx, steps_per_epoch=len(epoch_groups(data.train, tcfg, 0, ctx)),
                         start_step=state.step, config_yaml=yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,9 +162,9 @@ def _loop(run: _Run, stop_flag: StopFlag) -> str:
         run.reporter.warning("no dev split (data.dev): no validation, no early stopping and no best.pt")
     stop = None
     while stop is None and state.epoch < tcfg.max_epochs:
-        for group in _remaining_groups(run.data.train, tcfg, state, run.ctx):
+        for group in remaining_groups(run.data.train, tcfg, state, run.ctx):
             lr = lr_at(state.step + 1, tcfg, state.plateau.scale)
-            num_tokens = _target_tokens(run.data.train, group)
+            num_tokens = target_tokens(run.data.train, group)
             stats = _guarded_step(run, group, num_tokens, lr)
             state.step += 1
             state.batches_done += len(group)
@@ -218,7 +218,7 @@ def _guarded_step(run: _Run, group: list[list[int]], num_tokens: int, lr: float)
         # The loss stays divided by the stored segmentation's target tokens (num_tokens), which every
         # process knows without talking; sampled segmentations differ from it by a few pieces.
         run.subwords.reseed(run.state.step + 1)
-    batches = [_to_device(corpus.collate(indices, run.subwords), device)
+    batches = [to_device(corpus.collate(indices, run.subwords), device)
                for indices in dist_utils.rank_share(group, run.ctx)]
     try:
         return train_step(run.wrapped, run.optimizer, run.scaler, batches, num_tokens, lr, run.cfg.train,
@@ -229,38 +229,6 @@ def _guarded_step(run: _Run, group: list[list[int]], num_tokens: int, lr: float)
             f"{device} ran out of memory on batches of up to {tcfg.batch_size} {tcfg.batch_by} "
             f"(train.batch_size); try --set train.batch_size={max(tcfg.batch_size // 2, 1)}, with "
             f"--set train.accumulate={tcfg.accumulate * 2} to keep the same tokens per update") from exc
-
-
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    """Pinned host memory lets the copy to the GPU run asynchronously with the computation."""
-    if device.type != "cuda":
-        return batch
-    return batch.pin_memory().to(device, non_blocking=True)
-
-
-def _remaining_groups(corpus: EncodedCorpus, tcfg: TrainConfig, state: TrainState, ctx: DistContext
-                      ) -> Iterator[list[list[int]]]:
-    """The update groups of the current epoch not yet done (after a resume, from where it stopped)."""
-    per_update = ctx.world_size * tcfg.accumulate
-    groups = _epoch_groups(corpus, tcfg, state.epoch, ctx)
-    # A resume with another number of processes continues at the next whole update.
-    yield from groups[-(-state.batches_done // per_update):]
-
-
-def _epoch_groups(corpus: EncodedCorpus, tcfg: TrainConfig, epoch: int, ctx: DistContext) -> list[list[np.ndarray]]:
-    """The epoch's batch order cut into updates of ``world_size * accumulate`` batches."""
-    order = corpus.batch_arrays(tcfg.batch_size, tcfg.batch_by, shuffle=True, seed=tcfg.seed, epoch=epoch)
-    if len(order) < ctx.world_size:
-        raise DataError(f"the training data make {len(order)} batch(es) of train.batch_size={tcfg.batch_size}, "
-                        f"fewer than the {ctx.world_size} processes; use a smaller batch size or fewer processes")
-    order = order[: len(order) - len(order) % ctx.world_size]  # every process gets as many batches
-    per_update = ctx.world_size * tcfg.accumulate
-    return [order[i:i + per_update] for i in range(0, len(order), per_update)]
-
-
-def _target_tokens(corpus: EncodedCorpus, group: list[list[int]]) -> int:
-    """Real target tokens (EOS included) in all batches of an update, known to every process without talking."""
-    return sum(int(corpus.tgt_lengths[indices].sum()) + len(indices) for indices in group)
 
 
 def _validate_and_save(run: _Run) -> bool:
