@@ -195,3 +195,15 @@ def held_run_dir(tmp_path: Path) -> Any:
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread; several spin and wait for each other on a busy CPU.
+
+    Modules that train tiny models use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

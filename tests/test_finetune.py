@@ -21,12 +21,7 @@ from seq2seq.training.loss import Objective
 from digits import write_digit_pairs  # tests/digits.py
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def digits_config(pairs: Path, vocab_size: int = 64, **train_section: Any) -> Config:

@@ -19,13 +19,7 @@ from seq2seq.training.kept import kept_checkpoints
 from digits import write_digit_pairs  # tests/digits.py
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny models run fastest on one thread; several spin and wait for each other on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

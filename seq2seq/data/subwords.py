@@ -13,7 +13,7 @@ import sentencepiece as spm
 from ..config import TokenizerConfig
 from ..errors import DataError
 from ..ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, load_processor
 
 
 def tokenizer_from_files(cfg: TokenizerConfig) -> Tokenizer | None:
@@ -32,16 +32,11 @@ def _read_model(path: str, key: str) -> bytes:
     if not Path(path).is_file():
         raise DataError(f"{key}: SentencePiece model file not found: {path}")
     proto = Path(path).read_bytes()
-    processor = spm.SentencePieceProcessor()
     try:
-        processor.LoadFromSerializedProto(proto)
-    except (RuntimeError, OSError) as exc:
-        raise DataError(f"{key} = {path} is not a readable SentencePiece model: {exc}") from exc
-    ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
-    if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-        raise DataError(f"{key} = {path}: the model has special ids pad/unk/bos/eos = {ids}, this package needs "
-                        f"{PAD_ID}/{UNK_ID}/{BOS_ID}/{EOS_ID}. Train it with spm_train --pad_id={PAD_ID} "
-                        f"--unk_id={UNK_ID} --bos_id={BOS_ID} --eos_id={EOS_ID}, or drop {key} to train one here")
+        load_processor(proto, f"{key} = {path}")
+    except DataError as exc:
+        raise DataError(f"{exc}. Train it with spm_train --pad_id={PAD_ID} --unk_id={UNK_ID} --bos_id={BOS_ID} "
+                        f"--eos_id={EOS_ID}, or drop {key} to train one here") from None
     return proto
 
 

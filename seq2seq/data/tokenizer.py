@@ -33,8 +33,8 @@ class Tokenizer:
         """``src_model``/``tgt_model`` are serialized model protos; ``tgt_model=None`` means joint."""
         self._src_proto = src_model
         self._tgt_proto = tgt_model
-        self._src = _load_processor(src_model, "source")
-        self._tgt = self._src if tgt_model is None else _load_processor(tgt_model, "target")
+        self._src = load_processor(src_model, "the source SentencePiece model")
+        self._tgt = self._src if tgt_model is None else load_processor(tgt_model, "the target SentencePiece model")
 
     @property
     def joint(self) -> bool:
@@ -153,16 +153,18 @@ def _content_ids(ids: Sequence[int]) -> list[int]:
     return content
 
 
-def _load_processor(proto: bytes, side: str) -> spm.SentencePieceProcessor:
+def load_processor(proto: bytes, what: str) -> spm.SentencePieceProcessor:
+    """A processor of the serialized model ``proto``; DataError naming ``what`` when it does not load or its
+    special ids are not this package's."""
     processor = spm.SentencePieceProcessor()
     try:
         processor.LoadFromSerializedProto(proto)
     except (RuntimeError, OSError) as exc:
-        raise DataError(f"the {side} SentencePiece model is not readable: {exc}") from exc
+        raise DataError(f"{what} is not a readable SentencePiece model: {exc}") from exc
     ids = (processor.pad_id(), processor.unk_id(), processor.bos_id(), processor.eos_id())
     if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
-        raise DataError(f"the {side} SentencePiece model has special ids pad/unk/bos/eos = {ids}; "
-                        f"this package needs {PAD_ID}/{UNK_ID}/{BOS_ID}/{EOS_ID}")
+        raise DataError(f"{what}: the model has special ids pad/unk/bos/eos = {ids}, this package needs "
+                        f"{PAD_ID}/{UNK_ID}/{BOS_ID}/{EOS_ID}")
     return processor
 
 
