@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,23 @@ def test_each_search_sees_the_weights_a_fused_optimizer_step_changed_in_place() 
         fresh = model.decode_step(tgt_in[:, 0], model.init_state(enc), enc).log_probs
     torch.testing.assert_close(after, fresh, rtol=0, atol=0)
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "none"])
+def test_a_training_step_leaves_no_reference_cycle_holding_tensors(attention: str) -> None:
+    # A cycle through an autograd node keeps every step's activations alive until Python's cycle
+    # collector happens to run: gigabytes of resident memory in a long training run.
+    model = _model(num_layers=2, dropout=0.3, attention=attention).train()
+    batch = _batch()
+    gc.collect()
+    gc.disable()
+    try:
+        model(*batch).sum().backward()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        leaked = [type(o).__name__ for o in gc.garbage if torch.is_tensor(o) or "Backward" in type(o).__name__]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == []

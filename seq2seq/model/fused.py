@@ -205,22 +205,28 @@ class StepwiseRecurrence(torch.autograd.Function):
             keys_c, values_c = keys.to(dtype), values.to(dtype)
             trace = new_trace(hidden)
             outputs = run_loop(gi_embedded.float(), hidden, keys_c, values_c, mask_bias, drop, w, trace)
-            trace.context, trace.weights = outputs[1], outputs[2]
         ctx.trace, ctx.w, ctx.drop = trace, w, drop
-        ctx.save_for_backward(keys_c, values_c)
+        # The outputs go through save_for_backward, never onto ctx or the trace: an output holds this
+        # node as its grad_fn, so an attribute path back to it would be a reference cycle that keeps
+        # every step's activations alive until Python's cycle collector runs (gigabytes by then).
+        ctx.save_for_backward(keys_c, values_c, outputs[1], outputs[2])
         ctx.dtypes = (gi_embedded.dtype, hidden.dtype, keys.dtype, values.dtype)
         ctx.mark_non_differentiable(outputs[2])
         return outputs
 
     @staticmethod
     def backward(ctx, d_top, d_context, _d_weights, d_last):
-        keys, values = ctx.saved_tensors
+        keys, values, context, weights = ctx.saved_tensors
         trace, w, drop = ctx.trace, ctx.w, ctx.drop
-        with torch.autocast(keys.device.type, enabled=False):
-            d_gi, d_gh, d_top_q, d_ctx, d_hidden, d_keys, d_energy = _backward_steps(
-                d_top.float(), d_context.float(), d_last.float(), trace, w, keys, values, drop)
-            grads = _weight_grads(d_gi, d_gh, d_top_q, d_ctx, trace, drop, w.top.dtype)
-            d_values = torch.bmm(trace.weights.permute(1, 2, 0), d_ctx.transpose(0, 1))
+        trace.context, trace.weights = context, weights
+        try:
+            with torch.autocast(keys.device.type, enabled=False):
+                d_gi, d_gh, d_top_q, d_ctx, d_hidden, d_keys, d_energy = _backward_steps(
+                    d_top.float(), d_context.float(), d_last.float(), trace, w, keys, values, drop)
+                grads = _weight_grads(d_gi, d_gh, d_top_q, d_ctx, trace, drop, w.top.dtype)
+                d_values = torch.bmm(weights.permute(1, 2, 0), d_ctx.transpose(0, 1))
+        finally:
+            trace.context = trace.weights = None  # unpacked outputs point back at this node: no cycle may remain
         gi_dtype, hidden_dtype, keys_dtype, values_dtype = ctx.dtypes
         size = trace.hiddens[0][0].size(1)
         d_top_w, d_top_b = grads.pop("top"), grads.pop("top_bias")
