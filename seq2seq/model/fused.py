@@ -206,9 +206,7 @@ class StepwiseRecurrence(torch.autograd.Function):
             trace = new_trace(hidden)
             outputs = run_loop(gi_embedded.float(), hidden, keys_c, values_c, mask_bias, drop, w, trace)
         ctx.trace, ctx.w, ctx.drop = trace, w, drop
-        # The outputs go through save_for_backward, never onto ctx or the trace: an output holds this
-        # node as its grad_fn, so an attribute path back to it would be a reference cycle that keeps
-        # every step's activations alive until Python's cycle collector runs (gigabytes by then).
+        # Outputs only through save_for_backward: on ctx they would form a cycle (output -> grad_fn -> ctx).
         ctx.save_for_backward(keys_c, values_c, outputs[1], outputs[2])
         ctx.dtypes = (gi_embedded.dtype, hidden.dtype, keys.dtype, values.dtype)
         ctx.mark_non_differentiable(outputs[2])
