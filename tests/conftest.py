@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from digits import write_digit_pairs  # tests/digits.py: a helper module beside the tests
 
 # Set before any test imports `datasets`, which reads them once at import time.
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -207,3 +208,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 German digit sequences and their English words (tests/digits.py), one TSV used as both train and dev."""
+    directory = tmp_path_factory.mktemp("digits")
+    write_digit_pairs(directory / "pairs.tsv", count=40, seed=0)
+    return directory

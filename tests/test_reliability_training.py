@@ -28,19 +28,11 @@ from seq2seq.errors import ConfigError, StorageError
 from seq2seq.training import train
 from seq2seq.training.lock import RunDirectoryInUse
 
-from digits import write_digit_pairs  # tests/digits.py
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("digits")
-    write_digit_pairs(directory / "pairs.tsv", count=40, seed=0)
-    return directory
 
 
 def config_dict(data_dir: Path, **train: Any) -> dict[str, Any]:

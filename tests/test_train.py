@@ -22,19 +22,9 @@ from seq2seq.errors import CheckpointError, ConfigError, Seq2SeqError
 from seq2seq.training.schedule import PlateauState, lr_at, update_plateau
 from seq2seq.training import train
 
-from digits import write_digit_pairs  # tests/digits.py
-
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """40 German digit sequences and their English words, one TSV used as both train and dev."""
-    directory = tmp_path_factory.mktemp("digits")
-    write_digit_pairs(directory / "pairs.tsv", count=40, seed=0)
-    return directory
 
 
 def digits_config(data_dir: Path, **train: Any) -> Config:
