@@ -18,7 +18,8 @@ from .errors import DataError
 from .forced import PairScore, format_score
 from .ids import EOS_ID
 from .metrics import Scores, score_corpus
-from .textio import atomic_output, read_lines
+from .textio import read_lines
+from .writing import atomic_output
 from .translate import check_can_plot_attention, format_translation, write_attention_plot
 from .translator import Translator
 

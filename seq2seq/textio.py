@@ -1,11 +1,11 @@
-"""Reading text strictly as UTF-8, and writing cache directories atomically (:func:`write_atomically`).
+"""Reading text strictly as UTF-8: whole files, streams, and blocks of large files.
 
 Every reader fails with a :class:`DataError` that names the file (or stream) and the
 1-based line number of the first undecodable byte, instead of silently replacing it:
 a corpus with broken encoding is a mistake the user should see and fix. A leading UTF-8
 byte order mark (as some Windows editors write) is not text: it is dropped, with one warning.
 
-Files are written through :mod:`seq2seq.writing` (``atomic_file``, ``atomic_output``, re-exported here).
+Files are written through :mod:`seq2seq.writing`.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import os
-import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, TextIO
 
 from .errors import DataError
-from .writing import atomic_file, atomic_output, current_umask  # noqa: F401 - callers import them from here
 
 logger = logging.getLogger(__name__)
 
@@ -197,22 +193,3 @@ def _decode_block(data: bytes, name: str, first_line: int) -> str:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise DataError(f"{name}, line {line_number}: invalid UTF-8 ({exc.reason} at byte {column} "
                         f"of the line); re-encode the file as UTF-8, e.g. with iconv") from None
-
-
-def write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_dir)`` on a fresh temporary directory, then rename it to ``directory``.
-
-    Readers therefore see either nothing or the complete directory. If another process
-    finished the same directory first, its copy is kept and ours is discarded.
-    """
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700; a cache folder is like any other
-        write(tmp)
-        os.rename(tmp, directory)
-    except OSError:
-        if not directory.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,8 @@ from .errors import ConfigError
 from .ids import EOS_ID
 from .logs import count_lines, progress
 from .plots import plot_attention, require_matplotlib
-from .textio import atomic_output, iter_file_lines, iter_lines
+from .textio import iter_file_lines, iter_lines
+from .writing import atomic_output
 from .translator import TranslatedLine, Translation, Translator
 
 __all__ = ["TranslatedLine", "Translation", "Translator", "check_can_plot_attention", "format_translation",

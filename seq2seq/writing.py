@@ -1,7 +1,7 @@
 """Writing files so that readers see nothing or the whole result, and write errors that say what happened.
 
 Everything the package writes for later (checkpoints, config.yaml, translations, exported
-splits; the tokenizer and corpus caches through ``textio.write_atomically``) goes through :func:`atomic_file`:
+splits; the tokenizer and corpus caches through ``data.cache``) goes through :func:`atomic_file`:
 an interrupted run, a full disk or an exception mid-write leaves the previous file (or
 nothing) in place, never half of one. New files get the mode any program of the user would
 give them (0666 or 0777 less the umask); a replaced file keeps its mode.

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from seq2seq.textio import atomic_file, write_atomically
+from seq2seq.data.cache import install_entry, scratch_directory
+from seq2seq.writing import atomic_file
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:
@@ -34,15 +35,15 @@ def test_atomic_file_bytes_and_new_directories(tmp_path: Path) -> None:
             pass
 
 
-def test_write_atomically_leaves_nothing_on_failure(tmp_path: Path) -> None:
+def test_a_cache_entry_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     target = tmp_path / "cache"
-
-    def failing(directory: Path) -> None:
-        (directory / "part").write_text("x")
-        raise OSError("interrupted")
-
     with pytest.raises(OSError):
-        write_atomically(target, failing)
+        with scratch_directory(target) as tmp:
+            (tmp / "part").write_text("x")
+            raise OSError("interrupted")
     assert list(tmp_path.iterdir()) == []
-    write_atomically(target, lambda directory: (directory / "done").write_text("y"))
+    with scratch_directory(target) as tmp:
+        (tmp / "done").write_text("y")
+        assert install_entry(tmp, target)
     assert (target / "done").read_text() == "y"
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]

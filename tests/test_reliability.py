@@ -29,7 +29,8 @@ from seq2seq.cli import main
 from seq2seq.config import Config, config_from_dict, load_config, save_config
 from seq2seq.errors import CheckpointError, ConfigError, DataError, StorageError
 from seq2seq.model import Seq2Seq
-from seq2seq.textio import iter_lines, read_lines, write_atomically
+from seq2seq.data.cache import install_entry, scratch_directory
+from seq2seq.textio import iter_lines, read_lines
 from seq2seq.training.lock import LOCK_NAME, RunDirectoryInUse, hold_run_dir
 from seq2seq.writing import atomic_file, atomic_output
 
@@ -233,7 +234,9 @@ def test_new_files_and_folders_follow_the_umask_and_replaced_files_keep_their_mo
     with atomic_output(tmp_path / "out.txt") as handle:
         handle.write("x\n")
     assert stat.S_IMODE(os.stat(tmp_path / "out.txt").st_mode) == 0o640
-    write_atomically(tmp_path / "cache", lambda directory: (directory / "part").write_text("y"))
+    with scratch_directory(tmp_path / "cache") as tmp:  # how the data and tokenizer caches build an entry
+        (tmp / "part").write_text("y")
+        install_entry(tmp, tmp_path / "cache")
     assert stat.S_IMODE(os.stat(tmp_path / "cache").st_mode) == 0o750  # mkdtemp alone would give 0700
 
     os.chmod(tmp_path / "out.txt", 0o604)

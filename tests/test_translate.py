@@ -11,7 +11,7 @@ from seq2seq import Translator
 from seq2seq.errors import ConfigError, Seq2SeqError
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.data.batches import length_sorted_batches
-from seq2seq.textio import atomic_output
+from seq2seq.writing import atomic_output
 from seq2seq.translate import TranslatedLine, Translation, format_translation
 
 

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..textio import atomic_file
+from ..writing import atomic_file, current_umask
 
 MANIFEST = "manifest.json"
 READ_BYTES = 1 << 23
@@ -92,6 +92,7 @@ def scratch_directory(directory: Path, tidy: bool = False) -> Iterator[Path]:
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700; a cache folder is like any other
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

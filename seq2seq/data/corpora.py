@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..textio import atomic_file
+from ..writing import atomic_file
 from .streaming import (HF_LOCAL_BUILDERS, SPLITS, Blocks, CorpusSource, Split, corpus_sources, hf_blocks, hf_origin,
                         jsonl_blocks, pair_blocks, resolve_text_file, synthetic_source, text_pair_blocks,
                         tsv_blocks)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import save_checkpoint
-from ..textio import atomic_file
+from ..writing import atomic_file
 
 KEPT_DIR = "checkpoints"
 
