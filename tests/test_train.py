@@ -185,11 +185,11 @@ def test_a_non_finite_gradient_leaves_weights_and_adam_moments_untouched() -> No
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     amp = AmpSettings(dtype=None, use_scaler=False)
     model(torch.ones(1, 3)).sum().backward()
-    assert not step_module._optimizer_step(optimizer, scaler, torch.tensor(1.0), 1.0, amp)
+    assert not _optimizer_step(optimizer, scaler, torch.tensor(1.0), amp)
     before = [p.detach().clone() for p in model.parameters()]
     moments = [optimizer.state[p]["exp_avg"].clone() for p in model.parameters()]
     (model(torch.ones(1, 3)).sum() * math.inf).backward()
-    assert step_module._optimizer_step(optimizer, scaler, torch.tensor(math.inf), 1.0, amp)
+    assert _optimizer_step(optimizer, scaler, torch.tensor(math.inf), amp)
     for p, old, moment in zip(model.parameters(), before, moments):
         assert torch.equal(p, old)
         assert torch.equal(optimizer.state[p]["exp_avg"], moment)
@@ -287,3 +287,10 @@ def _assert_same_weights(path_a: Path, path_b: Path) -> None:
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_sum: torch.Tensor,
+                    amp: AmpSettings) -> torch.Tensor:
+    """What train_step does after the backward passes: clip to norm 1, then the guarded update."""
+    return step_module._apply_update(optimizer, scaler, loss_sum, step_module._unscale_and_clip(optimizer, scaler, 1.0),
+                                     amp)

@@ -107,11 +107,6 @@ def gru_cell_backward(dh_new: Tensor, h: Tensor, r: Tensor, z: Tensor, n: Tensor
     return torch.cat([dr_pre, dz_pre, dn_pre], 1), torch.cat([dr_pre, dz_pre, dn_pre * r], 1), dh_new * z
 
 
-def _mm(x: Tensor, weight: Tensor) -> Tensor:
-    """x (N, in) fp32 times weight.T (out, in) in the weight's dtype -> (N, out) fp32."""
-    return torch.mm(x.to(weight.dtype), weight.t()).float()
-
-
 def _affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """bias (out,) or (N, out) fp32 + x (N, in) fp32 times weight.T in the weight's dtype -> (N, out) fp32."""
     if weight.dtype == torch.float32:

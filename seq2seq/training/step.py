@@ -46,12 +46,6 @@ def train_step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, scaler: tor
     return torch.cat([total, skipped.float().reshape(1), grad_norm.float().reshape(1)])
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_sum: Tensor,
-                    clip_norm: float, amp: AmpSettings) -> Tensor:
-    """Clip and apply the gradients unless they are not finite; returns the 0-dim 'skipped' flag, on the device."""
-    return _apply_update(optimizer, scaler, loss_sum, _unscale_and_clip(optimizer, scaler, clip_norm), amp)
-
-
 def _unscale_and_clip(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip_norm: float) -> Tensor:
     """The 0-dim norm of all gradients before clipping (on the device); clips them to ``clip_norm`` if > 0."""
     scaler.unscale_(optimizer)
