@@ -13,7 +13,8 @@ Training: real (non-pad) target tokens per second of the package's own training 
 warm-up, fp32 and bf16 autocast, for the reference config and the Luong config; and the same
 for the *floor*, the reference shape written directly in plain PyTorch below, fed the same
 batches and timed the same way. Decoding: sentences per second of greedy and beam-5 search
-on test_2016_flickr, in batches of 64 sentences, search time only, in fp32 and under bf16
+on test_2016_flickr, batched as ``seq2seq translate`` batches them (longest first, at most
+``decode.batch_size`` source tokens per batch), search time only, in fp32 and under bf16
 autocast.
 
 Each phase is also reported as achieved model FLOP/s and as a share of the CPU's (or GPU's)
@@ -46,7 +47,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from benchmark_report import (DECODE_BATCH_SENTENCES, NO_BF16_UNITS, PEAK, TrainFigure, figures_dict,
+from benchmark_report import (NO_BF16_UNITS, PEAK, TrainFigure, figures_dict,
                               flop_figures, print_table)
 from benchmarking import (BatchSize, DecodeThroughput, batch_size_for, decoding_batches, describe_machine,
                           package_trainer, reencode, time_decoding, time_interleaved, training_batches, warm_up)
@@ -199,7 +200,7 @@ def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
         tokenizer, model_cfg = data.tokenizer, ref_cfg.model
         weights = "random weights (every sentence runs to the length limit: not representative; pass --checkpoint)"
     test = reencode(data.test, tokenizer, ref_cfg.data.max_length)
-    batches = decoding_batches(test, DECODE_BATCH_SENTENCES, device, limit=256 if args.quick else None)
+    batches = decoding_batches(test, ref_cfg.decode.batch_size, device, limit=256 if args.quick else None)
     searches = {}
     for amp in ("off", "bf16") if "bf16" in args.precisions else ("off",):
         if amp == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
@@ -267,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     train_tokens = int(data.train.tgt_lengths.sum()) + len(data.train)
     figures = figures_dict(machine, args, batch_size, train_tokens, training, weights, decoding, decode_precision)
+    figures["decode_batch_tokens"] = ref_cfg.decode.batch_size
     figures.update(flop_figures(training, train_peak, decoding, decode_peak))
     print_table(machine, args, figures, training, weights)
     if args.json is not None:

@@ -20,7 +20,6 @@ SHARE_TARGETS = {"train_share_of_peak": 0.60, "package_over_floor": 0.70, "greed
                  "beam5_share_of_peak": 0.55}
 PEAK = "matmul peak"
 NO_BF16_UNITS = "skipped: this CPU has no bf16 matrix units (AMX), so bf16 is emulated and many times slower"
-DECODE_BATCH_SENTENCES = 64
 
 
 @dataclasses.dataclass
@@ -80,7 +79,7 @@ def figures_dict(machine: MachineInfo, args: argparse.Namespace, batch_size: Bat
         "seconds_per_epoch": train_tokens / package if package else None,
         "windows": args.windows, "steps_per_window": args.steps_per_window, "warmup": args.warmup,
         "quick": args.quick, "decode_weights": weights, "decode_repeats": args.decode_repeats,
-        "decode_sentences": decoding["greedy"].sentences,
+        "decode_sentences": decoding["greedy"].sentences, "decode_batches": decoding["greedy"].batches,
     }
     for figure in training:
         key = figure.name.replace(" ", "_") + "_" + figure.precision
@@ -132,8 +131,9 @@ def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[st
     if figures["package_parameters"] != figures["floor_parameters"]:
         print("WARNING: the floor's parameter count differs from the package model's")
     print()
-    print(f"decoding: test_2016_flickr, {figures['decode_sentences']} sentences in batches of "
-          f"{DECODE_BATCH_SENTENCES}, search time only, median of {args.decode_repeats} round(s); {weights}")
+    print(f"decoding: test_2016_flickr, {figures['decode_sentences']} sentences in {figures['decode_batches']} "
+          f"batches of at most {figures['decode_batch_tokens']} source tokens (decode.batch_size, as `seq2seq "
+          f"translate` batches them), search time only, median of {args.decode_repeats} round(s); {weights}")
     for key, label, rate_key, search in (
             ("greedy", "greedy fp32", "greedy_sents_per_s_fp32", "greedy"),
             ("beam5", "beam 5 fp32", "beam5_sents_per_s_fp32", "beam5"),

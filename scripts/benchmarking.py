@@ -29,6 +29,7 @@ from torch import Tensor
 
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.data import Batch, EncodedCorpus
+from seq2seq.data.batches import length_sorted_batches
 from seq2seq.device import AmpSettings
 from seq2seq.model import Seq2Seq
 from seq2seq.search import search
@@ -299,9 +300,10 @@ def package_trainer(cfg: Config, src_vocab_size: int, tgt_vocab_size: int, devic
     return PackageTrainer(model=model, step=step)
 
 
-def decoding_batches(corpus: EncodedCorpus, sentences_per_batch: int, device: torch.device,
+def decoding_batches(corpus: EncodedCorpus, max_tokens: int, device: torch.device,
                      limit: int | None = None) -> list[Batch]:
-    """The test sentences in batches of ``sentences_per_batch``, sorted by length as translation batches them.
+    """The test sentences batched as ``seq2seq translate`` batches them: longest first, at most
+    ``max_tokens`` padded source tokens per batch (``decode.batch_size``; ``length_sorted_batches``).
 
     ``limit`` keeps an evenly spread subset (every k-th sentence), so its lengths resemble the whole set's.
     """
@@ -310,7 +312,7 @@ def decoding_batches(corpus: EncodedCorpus, sentences_per_batch: int, device: to
         stride = len(corpus) / limit
         indices = [int(i * stride) for i in range(limit)]
     subset = EncodedCorpus.from_ids([corpus.src_ids[i] for i in indices], [corpus.tgt_ids[i] for i in indices])
-    order = subset.batch_order(sentences_per_batch, "sentences", shuffle=False)
+    order = length_sorted_batches([int(n) for n in subset.src_lengths], max_tokens)
     return [subset.collate(rows).to(device) for rows in order]
 
 
@@ -324,6 +326,7 @@ class DecodeThroughput:
     output_tokens: int
     peak_memory_mib: float
     flops: float = float("nan")  # the model FLOPs of one search over the batches (flops.py)
+    batches: int = 0
 
 
 def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeConfig,
@@ -346,7 +349,8 @@ def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeC
         sentences += len(batch)
         output_tokens += sum(len(nbest[0].tgt_ids) + 1 for nbest in hypotheses)
     return DecodeThroughput(sents_per_s=sentences / seconds, seconds=seconds, sentences=sentences,
-                            output_tokens=output_tokens, peak_memory_mib=peak_memory_mib(device))
+                            output_tokens=output_tokens, peak_memory_mib=peak_memory_mib(device),
+                            batches=len(batches))
 
 
 def reencode(corpus: EncodedCorpus, tokenizer: Any, max_length: int) -> EncodedCorpus:

@@ -87,7 +87,7 @@ def count_syncs(fn, device: torch.device) -> int | None:
 
 
 def time_test_decoding(checkpoint: str, config: str, device: torch.device, limit: int | None) -> int:
-    """Greedy and beam-5 search time (search only, batches of 64 sentences) over the test split."""
+    """Greedy and beam-5 search time (search only, batched as `seq2seq translate` does) over the test split."""
     import dataclasses
 
     from benchmarking import decoding_batches, reencode, time_decoding
@@ -97,7 +97,7 @@ def time_test_decoding(checkpoint: str, config: str, device: torch.device, limit
     loaded = load_model(checkpoint, device)
     cfg = load_config(config, [])
     test = reencode(prepare(cfg, verbose=False).test, loaded.tokenizer, cfg.data.max_length)
-    batches = decoding_batches(test, 64, device, limit=limit)
+    batches = decoding_batches(test, loaded.config.decode.batch_size, device, limit=limit)
     for beam in (1, 5):
         options = dataclasses.replace(loaded.config.decode, beam_size=beam, nbest=1)
         result = time_decoding(loaded.model, batches, options, device)
