@@ -258,16 +258,47 @@ def test_plateau_halves_the_rate_after_patience_validations_without_gain() -> No
     assert PlateauState.from_state(state.to_state()) == state
 
 
-def test_label_smoothed_loss_matches_torch_cross_entropy() -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothed_loss_and_gradients_match_torch_cross_entropy(smoothing: float) -> None:
     torch.manual_seed(0)
-    logits = torch.randn(2, 3, 7)
+    logits = (3 * torch.randn(2, 3, 7)).requires_grad_()
     tgt_out_ids = torch.tensor([[4, 5, 3], [6, 3, 0]])  # 0 = PAD
-    sums = loss_module.token_loss_sums(torch.log_softmax(logits, -1), tgt_out_ids, 0.1)
-    expected = torch.nn.functional.cross_entropy(logits.view(-1, 7), tgt_out_ids.view(-1), ignore_index=0,
+    rows = loss_module.real_positions(tgt_out_ids)
+    assert rows.tolist() == [0, 1, 2, 3, 4]
+    assert loss_module.real_positions(tgt_out_ids, num_tokens=5).tolist() == rows.tolist()
+    weights = torch.tensor([0.7, -1.3])  # backward of both sums, with different weights
+    sums = loss_module.token_loss_sums(logits.view(-1, 7)[rows], tgt_out_ids.view(-1)[rows], smoothing)
+    (grad,) = torch.autograd.grad((sums * weights).sum(), logits)
+
+    flat, targets = logits.view(-1, 7), tgt_out_ids.view(-1)
+    expected = torch.stack([
+        torch.nn.functional.cross_entropy(flat, targets, ignore_index=0, label_smoothing=smoothing, reduction="sum"),
+        torch.nn.functional.cross_entropy(flat, targets, ignore_index=0, reduction="sum")])
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), logits)
+    torch.testing.assert_close(sums, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    # Log-probabilities in place of logits: the same sums and, through log_softmax, the same gradients.
+    log_probs = torch.log_softmax(logits, -1)
+    sums_lp = loss_module.token_loss_sums(log_probs.view(-1, 7)[rows], targets[rows], smoothing)
+    (grad_lp,) = torch.autograd.grad((sums_lp * weights).sum(), logits)
+    torch.testing.assert_close(sums_lp, expected)
+    torch.testing.assert_close(grad_lp, expected_grad)
+
+
+def test_the_objective_scores_only_real_positions_and_matches_full_logits() -> None:
+    from seq2seq.config import ModelConfig
+    from seq2seq.model.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq.from_config(ModelConfig(embedding_size=8, hidden_size=8, num_layers=1, decoder_hidden_size=16,
+                                            attention="bahdanau", dropout=0.0), 12, 12).eval()
+    src = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    tgt_in, tgt_out = torch.tensor([[1, 5, 6], [1, 7, 0]]), torch.tensor([[5, 6, 2], [7, 2, 0]])
+    sums = loss_module.Objective(model, 0.1, 1.0)(src, torch.tensor([3, 2]), tgt_in, tgt_out, 5)
+    logits = model(src, torch.tensor([3, 2]), tgt_in)  # (B, T, V): every position
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, 12), tgt_out.view(-1), ignore_index=0,
                                                  label_smoothing=0.1, reduction="sum")
-    nll = torch.nn.functional.cross_entropy(logits.view(-1, 7), tgt_out_ids.view(-1), ignore_index=0,
-                                            reduction="sum")
-    assert torch.allclose(sums, torch.stack([expected, nll]))
+    torch.testing.assert_close(sums[0], expected)
 
 
 def _as_dict(cfg: Config) -> dict[str, Any]:

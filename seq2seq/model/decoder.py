@@ -121,14 +121,23 @@ class Decoder(nn.Module):
             feed = hidden.new_zeros(hidden.size(1), self.readout.out_features)
         return DecoderState(hidden=hidden, feed=feed, context=joined[-1] if self.context_every_step else None)
 
-    def forward(self, tgt_in_ids: Tensor, state: DecoderState, enc: EncoderOutput) -> DecoderRun:
-        """Teacher forcing: tgt_in_ids (B, T) long (BOS + target) -> logits (B, T, V), attention (B, T, S) or None."""
+    def forward(self, tgt_in_ids: Tensor, state: DecoderState, enc: EncoderOutput,
+                rows: Tensor | None = None) -> DecoderRun:
+        """Teacher forcing: tgt_in_ids (B, T) long (BOS + target) -> logits (B, T, V), attention (B, T, S) or None.
+
+        With ``rows`` (N,), flat indices into (B * T), the readout and the output layer run for those
+        positions only and ``logits`` is (N, V).
+        """
         embedded = self.dropout(self.embedding(tgt_in_ids))
         if self.stepwise:
             rec = self._loop(embedded, state, enc)
         else:
             rec = self._parallel(embedded, state, enc)
-        readout = rec.readout if rec.readout is not None else self._readout(rec.top, rec.context, embedded)
+        if rec.readout is not None:
+            readout = _positions(rec.readout, rows)
+        else:
+            context = None if rec.context is None else _positions(rec.context, rows)
+            readout = self._readout(_positions(rec.top, rows), context, _positions(embedded, rows))
         return DecoderRun(logits=self._logits(readout), attention=rec.attention, state=rec.state)
 
     def step(self, prev_ids: Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
@@ -254,3 +263,8 @@ class Decoder(nn.Module):
     def forget_arranged_weights(self) -> None:
         """Drop the weights arranged for search: the next step arranges them from the parameters as they are."""
         self.__dict__.pop("_weights_cache", None)
+
+
+def _positions(x: Tensor, rows: Tensor | None) -> Tensor:
+    """x (B, T, D) -> x itself, or the rows (N,) of its (B * T, D) view."""
+    return x if rows is None else x.reshape(-1, x.size(-1)).index_select(0, rows)

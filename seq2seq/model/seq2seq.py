@@ -147,10 +147,11 @@ class Seq2Seq(nn.Module):
         attention (B, S) or None)."""
         return self.decoder.step(prev_ids, state, enc)
 
-    def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Tensor:
-        """Teacher forcing: src_ids (B, S), src_lengths (B,), tgt_in_ids (B, T) (BOS + target) -> logits (B, T, V)."""
+    def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Teacher forcing: src_ids (B, S), src_lengths (B,), tgt_in_ids (B, T) (BOS + target) -> logits (B, T, V),
+        or (N, V) for only the flat positions ``rows`` (N,) of (B * T) when given (training passes the real ones)."""
         enc = self.encode(src_ids, src_lengths)
-        return self.decoder(tgt_in_ids, self.init_state(enc), enc).logits
+        return self.decoder(tgt_in_ids, self.init_state(enc), enc, rows=rows).logits
 
     @torch.no_grad()
     def introspect(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Introspection:

@@ -23,13 +23,21 @@ class Objective(nn.Module):
         self.label_smoothing = label_smoothing
         self.teacher_forcing = teacher_forcing
 
-    def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, tgt_out_ids: Tensor) -> Tensor:
-        """(B, S), (B,), (B, T), (B, T) -> (2,) float32: label-smoothed loss and NLL, summed over real tokens."""
+    def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, tgt_out_ids: Tensor,
+                num_tokens: int | None = None) -> Tensor:
+        """(B, S), (B,), (B, T), (B, T) -> (2,) float32: label-smoothed loss and NLL, summed over real tokens.
+
+        ``num_tokens``, the count of non-PAD target tokens when the caller knows it on the host
+        (``Batch.num_tgt_tokens``), lets the real positions be found without a device sync.
+        """
+        rows = real_positions(tgt_out_ids, num_tokens)
+        targets = tgt_out_ids.reshape(-1).index_select(0, rows)
         if self.training and self.teacher_forcing < 1.0:
             log_probs = self._scheduled_sampling(src_ids, src_lengths, tgt_in_ids)
-        else:
-            log_probs = torch.log_softmax(self.model(src_ids, src_lengths, tgt_in_ids).float(), dim=-1)
-        return token_loss_sums(log_probs, tgt_out_ids, self.label_smoothing)
+            return token_loss_sums(log_probs.reshape(-1, log_probs.size(-1)).index_select(0, rows), targets,
+                                   self.label_smoothing)
+        # Only the real positions reach the output layer: padding costs neither the V-wide product nor the loss.
+        return token_loss_sums(self.model(src_ids, src_lengths, tgt_in_ids, rows=rows), targets, self.label_smoothing)
 
     def _scheduled_sampling(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Tensor:
         """-> log_probs (B, T, V) float32, stepping the decoder one token at a time."""
@@ -47,13 +55,52 @@ class Objective(nn.Module):
         return torch.stack(steps, dim=1)
 
 
-def token_loss_sums(log_probs: Tensor, tgt_out_ids: Tensor, label_smoothing: float) -> Tensor:
-    """log_probs (B, T, V), tgt_out_ids (B, T) -> (2,): label-smoothed loss and NLL summed over non-PAD tokens.
+def real_positions(tgt_out_ids: Tensor, num_tokens: int | None = None) -> Tensor:
+    """The flat indices (N,) into (B * T) of the non-PAD positions of tgt_out_ids (B, T), in row-major order.
+
+    With ``num_tokens`` (it must equal N) the count is known in advance, so a GPU need not report it back.
+    """
+    real = (tgt_out_ids != PAD_ID).reshape(-1)
+    if num_tokens is None:
+        return real.nonzero()[:, 0]
+    return torch.nonzero_static(real, size=num_tokens)[:, 0]
+
+
+def token_loss_sums(logits: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+    """logits (N, V) of N real target tokens, targets (N,) -> (2,) float32: label-smoothed loss and NLL sums.
 
     Smoothing spreads ``label_smoothing`` uniformly over the vocabulary, as
-    ``F.cross_entropy(label_smoothing=...)`` does: (1 - e) * nll + e * mean_v(-log p_v).
+    ``F.cross_entropy(label_smoothing=...)`` does: (1 - e) * nll + e * mean_v(-log p_v). Log-probabilities
+    in place of logits give the same sums and gradients (their log-sum-exp is 0).
     """
-    mask = tgt_out_ids != PAD_ID
-    nll = -log_probs.gather(-1, tgt_out_ids.unsqueeze(-1)).squeeze(-1)
-    smoothed = (1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(dim=-1)
-    return torch.stack([smoothed.masked_fill(~mask, 0.0).sum(), nll.masked_fill(~mask, 0.0).sum()])
+    return SmoothedCrossEntropy.apply(logits, targets, label_smoothing)
+
+
+class SmoothedCrossEntropy(torch.autograd.Function):
+    """:func:`token_loss_sums` as one autograd node.
+
+    Autograd through log_softmax, gather and mean keeps and writes several (N, V) tensors (the
+    log-probabilities, the gather's zero-filled scatter, the mean's expanded gradient) at a
+    vocabulary of thousands; this backward writes the gradient, softmax minus the smoothed
+    target, in one tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, smoothing: float) -> Tensor:
+        z = logits.float()
+        lse = torch.logsumexp(z, dim=1)
+        nll = lse - z.gather(1, targets[:, None])[:, 0]
+        smoothed = (1.0 - smoothing) * nll + smoothing * (lse - z.mean(dim=1))
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.smoothing = smoothing
+        return torch.stack([smoothed.sum(), nll.sum()])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        logits, targets, lse = ctx.saved_tensors
+        e, vocab = ctx.smoothing, logits.size(1)
+        g_loss, g_nll = grad[0], grad[1]
+        d = torch.sub(logits.float(), lse[:, None]).exp_()  # softmax
+        d.mul_(g_loss + g_nll).sub_(g_loss * (e / vocab))
+        d.scatter_add_(1, targets[:, None], (-(g_loss * (1.0 - e) + g_nll)).expand(len(targets), 1))
+        return d.to(logits.dtype), None, None

@@ -37,7 +37,8 @@ def train_step(wrapped: nn.Module, optimizer: torch.optim.Optimizer, scaler: tor
         accumulating = ctx.is_distributed and i < len(batches) - 1
         with wrapped.no_sync() if accumulating else contextlib.nullcontext():  # one all-reduce per update
             with torch.autocast(ctx.device.type, dtype=amp.dtype, enabled=amp.enabled):
-                batch_sums = wrapped(batch.src_ids, batch.src_lengths, batch.tgt_in_ids, batch.tgt_out_ids)
+                batch_sums = wrapped(batch.src_ids, batch.src_lengths, batch.tgt_in_ids, batch.tgt_out_ids,
+                                     batch.num_tgt_tokens)
             scaler.scale(batch_sums[0] * loss_scale).backward()
         sums.append(batch_sums.detach())
     total = torch.stack(sums).sum(dim=0)

@@ -41,7 +41,8 @@ def validate(model: nn.Module, objective: Objective, dev: Any, tokenizer: Any, c
     with torch.no_grad(), torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
         for indices in order:
             batch = dev.collate(indices).to(device)
-            sums += objective(batch.src_ids, batch.src_lengths, batch.tgt_in_ids, batch.tgt_out_ids)
+            sums += objective(batch.src_ids, batch.src_lengths, batch.tgt_in_ids, batch.tgt_out_ids,
+                              batch.num_tgt_tokens)
             num_tokens += batch.num_tgt_tokens
             for index, hyp in zip(batch.indices, greedy_search(model, batch.src_ids, batch.src_lengths, cfg.decode)):
                 hyps[int(index)] = tokenizer.decode_tgt(hyp.tgt_ids)
