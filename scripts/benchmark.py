@@ -52,7 +52,7 @@ from benchmark_report import (NO_BF16_UNITS, PEAK, TrainFigure, figures_dict,
 from benchmarking import (BatchSize, DecodeThroughput, batch_size_for, decoding_batches, describe_machine,
                           package_trainer, reencode, time_decoding, time_interleaved, training_batches, warm_up)
 from floor import floor_trainer
-from flops import CountingModel, batch_work, count_flops, matmul_peak_step, peak_flops
+from flops import CountingModel, batch_work, count_flops, matmul_peak_step, peak_flops, use_cpu_clock
 from seq2seq.checkpoint import load_model
 from seq2seq.config import Config, ModelConfig, load_config
 from seq2seq.data import Batch, prepare
@@ -94,6 +94,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--fp32-only", action="store_true", help="skip the bf16 phases and searches")
     parser.add_argument("--skip-luong", action="store_true", help="skip the Luong training phases")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall seconds (default), or this process's CPU seconds per thread: on a CPU shared "
+                        "with other jobs, at 1 thread, it leaves out the time they held the core")
     args = parser.parse_args(argv)
     args.precisions = ("fp32",) if args.fp32_only else ("fp32", "bf16")
     defaults = (3, 4, 2, 1) if args.quick else (5, 20, 5, 3)
@@ -254,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        if args.clock == "cpu":
+            use_cpu_clock()
         ref_cfg = load_config(args.config, args.overrides)
         luong_cfg = load_config(args.luong_config, args.overrides)
         device = resolve_device(args.device)
+        if args.clock == "cpu" and device.type != "cpu":
+            raise ConfigError(f"--clock cpu times CPU work; {device} runs asynchronously: use --clock wall")
         machine = describe_machine(device, [sys.argv[0], *argv])
         with progress("preparing the data"):
             data = prepare(ref_cfg, verbose=False)

