@@ -138,3 +138,24 @@ def test_softmax_stays_float32_under_bf16_autocast(kind: str) -> None:
     torch.testing.assert_close(weights.sum(-1), torch.ones(B, T), rtol=0, atol=1e-6)
     assert torch.all(weights.masked_select(~src_mask()[:, None, :].expand(B, T, S)) == 0)
     assert torch.isfinite(context).all()
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 3 * 5 * 8, 1 << 19])  # a row per chunk, 3 rows (7 = 3+3+1), all
+def test_search_attention_in_chunks_equals_the_training_form(monkeypatch: pytest.MonkeyPatch,
+                                                             chunk_elements: int) -> None:
+    from seq2seq.model import attention as attention_module
+
+    monkeypatch.setattr(attention_module, "ENERGY_CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(0)
+    query, keys, values = torch.randn(7, 8), torch.randn(7, 5, 8), torch.randn(7, 5, 6)
+    mask_bias = torch.zeros(7, 5)
+    mask_bias[2, 3:] = float("-inf")
+    energy = torch.randn(8)
+    kept = attention_module.additive_step(query, keys, values, mask_bias, energy, keep_energies=True)
+    chunked = attention_module.additive_step(query, keys, values, mask_bias, energy, keep_energies=False)
+    assert chunked[2] is None
+    torch.testing.assert_close(chunked[0], kept[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(chunked[1], kept[1], rtol=0, atol=1e-6)
+    assert float(kept[1][2, 3:].abs().sum()) == 0.0  # padding gets no weight
+    expected_scores = torch.tanh(query[:, None, :] + keys) @ energy
+    torch.testing.assert_close(kept[1], torch.softmax(expected_scores + mask_bias, -1))

@@ -29,6 +29,55 @@ def weighted_context(weights: Tensor, values: Tensor) -> Tensor:
     return torch.bmm(weights.to(values.dtype), values)
 
 
+# --- One step of additive attention for the fused decoder loop (model/fused.py). ---------------------------
+
+ENERGY_CHUNK_ELEMENTS = 1 << 19  # 2 MiB of fp32 energies per chunk: one core's L2 cache holds it
+
+
+def additive_step(query: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor, energy: Tensor,
+                  keep_energies: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Additive attention from a projected query (N, A) fp32 over keys (N, S, A) and values (N, S, C), with
+    mask_bias (N, S) 0 or -inf and the energy vector v (A,): context (N, C), weights (N, S), both fp32, and
+    the energies tanh(q + k) (N, S, A) fp32 when ``keep_energies`` (training keeps them for the backward).
+
+    Without them (search), the energies are made chunk by chunk in one reused buffer: a beam of a
+    thousand hypotheses would otherwise allocate, fault in and stream tens of MiB at every step.
+    """
+    if keep_energies:
+        energies = torch.add(query[:, None, :], keys).tanh_()
+        scores = torch.matmul(energies.to(energy.dtype), energy).float()
+    else:
+        energies, scores = None, _chunked_scores(query, keys, energy)
+    weights = torch.softmax(scores + mask_bias, dim=-1)
+    return torch.bmm(weights[:, None, :].to(values.dtype), values).squeeze(1).float(), weights, energies
+
+
+def _chunked_scores(query: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
+    """v^T tanh(q + k) (N, S) fp32, computed ENERGY_CHUNK_ELEMENTS at a time in one buffer."""
+    rows, length, size = keys.shape
+    chunk = max(1, ENERGY_CHUNK_ELEMENTS // max(1, length * size))
+    scores = torch.empty(rows, length, dtype=torch.float32, device=keys.device)
+    buffer = torch.empty(min(chunk, rows), length, size, dtype=torch.float32, device=keys.device)
+    for start in range(0, rows, chunk):
+        end = min(start + chunk, rows)
+        part = torch.add(query[start:end, None, :], keys[start:end], out=buffer[:end - start]).tanh_()
+        scores[start:end] = torch.matmul(part.to(energy.dtype), energy)
+    return scores
+
+
+def additive_step_backward(d_context: Tensor, energies: Tensor, weights: Tensor, values: Tensor, energy: Tensor,
+                           d_keys: Tensor, d_energy: Tensor) -> Tensor:
+    """One step of :func:`additive_step` backwards: d context (N, C) -> d query (N, A); adds into d_keys (N, S, A)
+    and d_energy (A,). energies (N, S, A) = tanh(q + k) as the forward kept them."""
+    d_weights = torch.bmm(values, d_context[:, :, None].to(values.dtype)).squeeze(-1).float()
+    d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))
+    d_energy.add_(torch.mm(d_scores.reshape(1, -1), energies.reshape(-1, energies.size(-1)))[0])
+    upstream = d_scores[:, :, None] * energy.float()  # d(score)/d(tanh) = v
+    d_pre = torch.addcmul(upstream, upstream * energies, energies, value=-1.0)  # times 1 - tanh^2
+    d_keys.add_(d_pre)
+    return d_pre.sum(1)
+
+
 class BahdanauAttention(nn.Module):
     """Additive attention (Bahdanau et al. 2015): score(q, h_s) = v^T tanh(W_q q + W_k h_s)."""
 

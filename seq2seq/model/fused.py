@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .attention import additive_step, additive_step_backward
+
 
 @dataclass
 class LoopWeights:
@@ -114,16 +116,6 @@ def _affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.mm(x.to(weight.dtype), weight.t()).float() + bias
 
 
-def _attend(query: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor, energy: Tensor
-            ) -> tuple[Tensor, Tensor, Tensor]:
-    """Additive attention from a projected query (B, A) fp32: context (B, C), weights (B, S) and the
-    energies tanh(q + k) (B, S, A), all fp32."""
-    energies = torch.add(query[:, None, :], keys).tanh_()  # (B, S, A)
-    scores = torch.matmul(energies.to(energy.dtype), energy).float() + mask_bias
-    weights = torch.softmax(scores, dim=-1)
-    return torch.bmm(weights[:, None, :].to(values.dtype), values).squeeze(1).float(), weights, energies
-
-
 def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
              drop: Tensor | None, w: LoopWeights, trace: LoopTrace | None = None
              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -134,12 +126,13 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
     fills ``trace`` when given.
     """
     steps, layers, size = gi_embedded.size(0), hidden.size(0), hidden.size(2)
+    keep_energies = trace is not None or torch.is_grad_enabled()  # the backward reads them
     states = list(hidden.float().unbind(0))
     tops, contexts, all_weights = [], [], []
     for t in range(steps):
         merged = _affine(states[-1], w.top, w.top_bias)
         gh_top, query = merged[:, :3 * size], merged[:, 3 * size:]
-        context, weights, energies = _attend(query, keys, values, mask_bias, w.energy)
+        context, weights, energies = additive_step(query, keys, values, mask_bias, w.energy, keep_energies)
         x_gi = _affine(context, w.ih_context, gi_embedded[t])
         for k in range(layers):
             if k > 0:
@@ -167,19 +160,6 @@ def new_trace(hidden: Tensor) -> LoopTrace:
 def _mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
     """A weight gradient over all T*B rows at once: grad (T, B, O), x (T, B, I) -> grad^T x (O, I) fp32."""
     return torch.mm(grad.reshape(-1, grad.size(-1)).t().to(dtype), x.reshape(-1, x.size(-1)).to(dtype)).float()
-
-
-def _attend_backward(d_context: Tensor, energies: Tensor, weights: Tensor, values: Tensor, energy: Tensor,
-                     d_keys: Tensor, d_energy: Tensor) -> Tensor:
-    """One step of additive attention backwards: d context (B, C) -> d query (B, A); adds into d_keys (B, S, A)
-    and d_energy (A,). energies (B, S, A) = tanh(q + k) as the forward kept them."""
-    d_weights = torch.bmm(values, d_context[:, :, None].to(values.dtype)).squeeze(-1).float()
-    d_scores = weights * (d_weights - (weights * d_weights).sum(-1, keepdim=True))
-    d_energy.add_(torch.mm(d_scores.reshape(1, -1), energies.reshape(-1, energies.size(-1)))[0])
-    upstream = d_scores[:, :, None] * energy.float()  # d(score)/d(tanh) = v
-    d_pre = torch.addcmul(upstream, upstream * energies, energies, value=-1.0)  # times 1 - tanh^2
-    d_keys.add_(d_pre)
-    return d_pre.sum(1)
 
 
 class StepwiseRecurrence(torch.autograd.Function):
@@ -273,8 +253,8 @@ def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: Loo
                 d_below = torch.mm(gi_grad.to(w.ih[k - 1].dtype), w.ih[k - 1]).float()
                 dh[k - 1] = dh[k - 1] + (d_below if drop is None else d_below * drop[k - 1, t])
         d_ctx[t] = d_context[t] + torch.mm(d_gi[0][t].to(w.ih_context.dtype), w.ih_context).float()
-        d_top_q[t, :, 3 * size:] = _attend_backward(d_ctx[t], trace.energies[t], trace.weights[t], values, w.energy,
-                                                    d_keys, d_energy)
+        d_top_q[t, :, 3 * size:] = additive_step_backward(d_ctx[t], trace.energies[t], trace.weights[t], values,
+                                                          w.energy, d_keys, d_energy)
         dh[-1] = dh[-1] + torch.mm(d_top_q[t].to(w.top.dtype), w.top).float()
     return d_gi, d_gh, d_top_q, d_ctx, torch.stack(dh), d_keys, d_energy
 
