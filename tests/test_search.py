@@ -55,8 +55,11 @@ class ScriptedModel:
     def decode_step(self, prev_ids: Tensor, state: _PrefixState, enc: _ScriptEncoding):
         if state.prefix.size(1) > 0 or bool((prev_ids != BOS_ID).any()):
             state = _PrefixState(torch.cat([state.prefix, prev_ids[:, None]], dim=1))
+        # The StepModel contract: N state rows over B encoder rows, row n reading sentence n // (N / B).
+        assert len(prev_ids) % enc.script.size(0) == 0
+        scripts = enc.script.repeat_interleave(len(prev_ids) // enc.script.size(0))
         rows = [self._distribution(int(script), tuple(prefix))
-                for script, prefix in zip(enc.script, state.prefix.tolist())]
+                for script, prefix in zip(scripts, state.prefix.tolist())]
         return torch.tensor(rows).log(), state, None
 
     def _distribution(self, script: int, prefix: tuple[int, ...]) -> list[float]:
@@ -306,3 +309,31 @@ def test_search_runs_in_the_precision_decode_amp_asks_for(amp: str, expected: to
         assert len(results) == len(SOURCES) and all(nbest for nbest in results)
     # No gradients, and not inference mode: autocast keeps its cast weights only outside inference mode.
     assert recorder.seen == {(expected, False, False)}
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot", "none"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_step_over_shared_encoder_rows_equals_one_over_copied_rows(attention: str, grad: bool):
+    """Beam search passes one encoder row per sentence for its K beams; the step must not depend on that."""
+    if attention != "luong_dot":
+        model = _tiny_model(attention, seed=2, vocab=12)
+    else:  # h_t . h_s needs the decoder as wide as the encoder output
+        model = Seq2Seq.from_config(ModelConfig(embedding_size=8, hidden_size=5, num_layers=2, bidirectional=True,
+                                                decoder_hidden_size=10, attention="luong_dot", dropout=0.0,
+                                                bridge="none"),
+                                    src_vocab_size=12, tgt_vocab_size=12).eval()
+    src_ids, src_lengths = _batch(SOURCES)
+    beams = 4
+    rows = torch.arange(len(SOURCES)).repeat_interleave(beams)
+    with torch.set_grad_enabled(grad):
+        enc = model.encode(src_ids, src_lengths)
+        state = model.init_state(enc).index_select(rows)
+        prev_ids = torch.randint(4, 12, (len(rows),), generator=torch.Generator().manual_seed(0))
+        for _ in range(3):  # a few steps, with different hypotheses on the beams of a sentence
+            shared = model.decode_step(prev_ids, state, enc)
+            copied = model.decode_step(prev_ids, state, enc.index_select(rows))
+            torch.testing.assert_close(shared.log_probs, copied.log_probs, rtol=0, atol=1e-5)
+            torch.testing.assert_close(shared.state.hidden, copied.state.hidden, rtol=0, atol=1e-5)
+            if attention != "none":
+                torch.testing.assert_close(shared.attention, copied.attention, rtol=0, atol=1e-6)
+            state, prev_ids = shared.state, shared.log_probs.argmax(1)

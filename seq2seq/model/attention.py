@@ -29,6 +29,21 @@ def weighted_context(weights: Tensor, values: Tensor) -> Tensor:
     return torch.bmm(weights.to(values.dtype), values)
 
 
+def attend_grouped(attention: nn.Module, query: Tensor, keys: Tensor, values: Tensor, src_mask: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+    """``attention(query, keys, values, src_mask)`` for N = G * B query rows over B sentences: query (N, T, Q)
+    -> context (N, T, C), weights (N, T, S); rows n read sentence n // G (search: a sentence's G beams).
+
+    The G rows of a sentence become G * T queries of that sentence, so no key is copied G times.
+    """
+    rows, steps = query.shape[:2]
+    sentences = keys.size(0)
+    if rows == sentences:
+        return attention(query, keys, values, src_mask)
+    context, weights = attention(query.reshape(sentences, -1, query.size(-1)), keys, values, src_mask)
+    return context.reshape(rows, steps, -1), weights.reshape(rows, steps, -1)
+
+
 # --- One step of additive attention for the fused decoder loop (model/fused.py). ---------------------------
 
 ENERGY_CHUNK_ELEMENTS = 1 << 19  # 2 MiB of fp32 energies per chunk: one core's L2 cache holds it
@@ -36,31 +51,40 @@ ENERGY_CHUNK_ELEMENTS = 1 << 19  # 2 MiB of fp32 energies per chunk: one core's 
 
 def additive_step(query: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor, energy: Tensor,
                   keep_energies: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Additive attention from a projected query (N, A) fp32 over keys (N, S, A) and values (N, S, C), with
-    mask_bias (N, S) 0 or -inf and the energy vector v (A,): context (N, C), weights (N, S), both fp32, and
-    the energies tanh(q + k) (N, S, A) fp32 when ``keep_energies`` (training keeps them for the backward).
+    """Additive attention from a projected query (N, A) fp32 over keys (B, S, A) and values (B, S, C), with
+    mask_bias (B, S) 0 or -inf and the energy vector v (A,): context (N, C), weights (N, S), both fp32, and
+    the energies tanh(q + k) (N, S, A) fp32 when ``keep_energies`` (training keeps them for the backward;
+    then N = B).
 
-    Without them (search), the energies are made chunk by chunk in one reused buffer: a beam of a
-    thousand hypotheses would otherwise allocate, fault in and stream tens of MiB at every step.
+    Without them (search), N may be a multiple of B: rows n of the queries read sentence n // (N / B),
+    so the beams of a sentence share one copy of its keys and values. The energies are then made
+    chunk by chunk in one reused buffer: a beam of a thousand hypotheses would otherwise allocate,
+    fault in and stream tens of MiB at every step.
     """
     if keep_energies:
         energies = torch.add(query[:, None, :], keys).tanh_()
         scores = torch.matmul(energies.to(energy.dtype), energy).float()
-    else:
-        energies, scores = None, _chunked_scores(query, keys, energy)
-    weights = torch.softmax(scores + mask_bias, dim=-1)
-    return torch.bmm(weights[:, None, :].to(values.dtype), values).squeeze(1).float(), weights, energies
+        weights = torch.softmax(scores + mask_bias, dim=-1)
+        return torch.bmm(weights[:, None, :].to(values.dtype), values).squeeze(1).float(), weights, energies
+    # Search: the G = N / B hypotheses of a sentence (its beams) share its keys: (B, G, S) scores.
+    sentences = keys.size(0)
+    scores = _chunked_scores(query.view(sentences, -1, query.size(-1)), keys, energy)
+    weights = torch.softmax(scores + mask_bias[:, None, :], dim=-1)
+    context = torch.bmm(weights.to(values.dtype), values).float()  # (B, G, C)
+    return context.view(query.size(0), -1), weights.view(query.size(0), -1), None
 
 
 def _chunked_scores(query: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
-    """v^T tanh(q + k) (N, S) fp32, computed ENERGY_CHUNK_ELEMENTS at a time in one buffer."""
-    rows, length, size = keys.shape
-    chunk = max(1, ENERGY_CHUNK_ELEMENTS // max(1, length * size))
-    scores = torch.empty(rows, length, dtype=torch.float32, device=keys.device)
-    buffer = torch.empty(min(chunk, rows), length, size, dtype=torch.float32, device=keys.device)
+    """v^T tanh(q + k) (B, G, S) fp32 for queries (B, G, A) over keys (B, S, A), ENERGY_CHUNK_ELEMENTS at a time
+    in one buffer."""
+    rows, group, size = query.shape
+    length = keys.size(1)
+    chunk = max(1, ENERGY_CHUNK_ELEMENTS // max(1, group * length * size))
+    scores = torch.empty(rows, group, length, dtype=torch.float32, device=keys.device)
+    buffer = torch.empty(min(chunk, rows), group, length, size, dtype=torch.float32, device=keys.device)
     for start in range(0, rows, chunk):
         end = min(start + chunk, rows)
-        part = torch.add(query[start:end, None, :], keys[start:end], out=buffer[:end - start]).tanh_()
+        part = torch.add(query[start:end, :, None, :], keys[start:end, None], out=buffer[:end - start]).tanh_()
         scores[start:end] = torch.matmul(part.to(energy.dtype), energy)
     return scores
 

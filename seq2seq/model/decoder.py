@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import build_attention
+from .attention import attend_grouped, build_attention
 from .encoder import EncoderOutput, run_gru
 from .fused import LoopWeights, StepwiseRecurrence, gather_weights, loop_parameters, product_dtype, run_loop
 
@@ -173,7 +173,7 @@ class Decoder(nn.Module):
         top, hidden = run_gru(self.gru, gru_input, state.hidden, self.training)
         context, attention = state.context, None
         if self.attention is not None:
-            context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
+            context, attention = attend_grouped(self.attention, top, enc.keys, enc.output, enc.src_mask)
         elif context is not None:
             context = context[:, None, :].expand(-1, top.size(1), -1)
         return _Recurrence(top=top, context=context, attention=attention, readout=None,
@@ -201,7 +201,8 @@ class Decoder(nn.Module):
         if self.attention_type == "bahdanau":
             if self.gru._forward_hooks or self.gru._forward_pre_hooks:
                 # Someone watches nn.GRU's calls (inspection.gates.record_calls): make them, one per step.
-                context, attention = self.attention(state.hidden[-1][:, None, :], enc.keys, enc.output, enc.src_mask)
+                query = state.hidden[-1][:, None, :]
+                context, attention = attend_grouped(self.attention, query, enc.keys, enc.output, enc.src_mask)
                 top, hidden = run_gru(self.gru, torch.cat([embedded_t[:, None, :], context], dim=-1), state.hidden,
                                       self.training)
                 return _Recurrence(top=top, context=context, attention=attention, readout=None,
@@ -210,7 +211,7 @@ class Decoder(nn.Module):
         # Luong et al. 2015 input feeding: the previous readout joins the input; attend from the new output.
         top, hidden = run_gru(self.gru, torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden,
                               self.training)
-        context, attention = self.attention(top, enc.keys, enc.output, enc.src_mask)
+        context, attention = attend_grouped(self.attention, top, enc.keys, enc.output, enc.src_mask)
         readout = self._readout(top, context, embedded_t[:, None, :])
         return _Recurrence(top=top, context=context, attention=attention, readout=readout,
                            state=DecoderState(hidden=hidden, feed=readout[:, 0]))
@@ -224,15 +225,18 @@ class Decoder(nn.Module):
         """
         gru, size = self.gru, embedded.size(-1)
         gi_embedded = F.linear(embedded.transpose(0, 1), gru.weight_ih_l0[:, :size], gru.bias_ih_l0)  # (T, B, 3H)
+        query_proj, energy = self.attention.query_proj, self.attention.energy
+        params = loop_parameters(gru, query_proj, energy, size)
+        differentiable = torch.is_grad_enabled() and (gi_embedded.requires_grad or any(p.requires_grad for p in params))
+        if differentiable and enc.keys.size(0) != embedded.size(0):
+            enc = enc.index_select(_hypothesis_rows(enc.keys.size(0), embedded.size(0), embedded.device))
         mask_bias = torch.zeros(enc.src_mask.shape, device=embedded.device).masked_fill_(~enc.src_mask, float("-inf"))
         drop = None
         if self.training and gru.dropout > 0:
             keep = 1.0 - gru.dropout  # nn.GRU's dropout between layers, drawn from torch's generator
             shape = (gru.num_layers - 1, embedded.size(1), embedded.size(0), gru.hidden_size)
             drop = torch.empty(shape, device=embedded.device).bernoulli_(keep).div_(keep)
-        query_proj, energy = self.attention.query_proj, self.attention.energy
-        params = loop_parameters(gru, query_proj, energy, size)
-        if torch.is_grad_enabled() and (gi_embedded.requires_grad or any(p.requires_grad for p in params)):
+        if differentiable:
             top, context, weights, hidden = StepwiseRecurrence.apply(
                 gi_embedded, state.hidden, enc.keys, enc.output, mask_bias, drop, size, gru, query_proj, energy,
                 *params)
@@ -268,3 +272,8 @@ class Decoder(nn.Module):
 def _positions(x: Tensor, rows: Tensor | None) -> Tensor:
     """x (B, T, D) -> x itself, or the rows (N,) of its (B * T, D) view."""
     return x if rows is None else x.reshape(-1, x.size(-1)).index_select(0, rows)
+
+
+def _hypothesis_rows(sentences: int, rows: int, device: torch.device) -> Tensor:
+    """(rows,) long: the sentence of each of ``rows`` hypothesis rows, G = rows / sentences consecutive each."""
+    return torch.arange(sentences, device=device).repeat_interleave(rows // sentences)

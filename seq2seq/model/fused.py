@@ -126,7 +126,9 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
     fills ``trace`` when given.
     """
     steps, layers, size = gi_embedded.size(0), hidden.size(0), hidden.size(2)
-    keep_energies = trace is not None or torch.is_grad_enabled()  # the backward reads them
+    # The backward (this module's, or autograd's through this loop) reads the energies.
+    keep_energies = trace is not None or (torch.is_grad_enabled() and any(
+        t.requires_grad for t in (gi_embedded, hidden, keys, values, w.top, w.ih_context, w.energy)))
     states = list(hidden.float().unbind(0))
     tops, contexts, all_weights = [], [], []
     for t in range(steps):

@@ -32,16 +32,17 @@ def beam_search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, options:
     max_steps = int(limits.max()) + 1
     device = src_ids.device
     batch_size = src_ids.size(0)
-    # Expand once per batch: each sentence's encoder output (and attention keys) K times.
-    enc = model.encode(src_ids, src_lengths).index_select(
-        torch.arange(batch_size, device=device).repeat_interleave(beam_size))
+    # The K beams of a sentence are K consecutive rows of the state; they share one row of the encoder
+    # output (StepModel), so it is neither copied K times nor reordered when sentences finish.
+    enc = model.encode(src_ids, src_lengths)
+    hypothesis_rows = torch.arange(batch_size, device=device).repeat_interleave(beam_size)
     # Only the first beam of each sentence is alive at the start; the others are copies with score -inf.
     log_prob = torch.full((batch_size, beam_size), NEG_INF, device=device)
     log_prob[:, 0] = 0.0
     beams = _Beams(sentence=torch.arange(batch_size), limits=limits,
                    limit_rows=limits.to(device).repeat_interleave(beam_size),
                    bound_penalty=length_penalty(limits.to(device, torch.float32) + 1.0, options.length_penalty),
-                   enc=enc, state=model.init_state(enc), log_prob=log_prob,
+                   enc=enc, state=model.init_state(enc).index_select(hypothesis_rows), log_prob=log_prob,
                    history=torch.empty(batch_size * beam_size, 0, dtype=torch.long, device=device), attention=None,
                    store=_empty_store(batch_size, nbest, max_steps, device))
     prev_ids = torch.full((batch_size * beam_size,), BOS_ID, dtype=torch.long, device=device)
@@ -99,7 +100,8 @@ class _Beams:
     """The K beams of each sentence still searching, and its finished list (A sentences).
 
     sentence/limits (A,) on the CPU: the input row and output limit of each; limit_rows
-    (A*K,) and bound_penalty (A,) = lp(limit + 1) on the device; log_prob (A, K), -inf for
+    (A*K,) and bound_penalty (A,) = lp(limit + 1) on the device; enc one row per sentence (A), state one
+    per beam (A*K); log_prob (A, K), -inf for
     an empty slot; history (A*K, t); attention (A*K, t, S) or None; store the finished list.
     """
 
@@ -138,7 +140,7 @@ class _Beams:
         return _Beams(
             sentence=self.sentence[keep], limits=self.limits[keep], limit_rows=self.limit_rows[rows],
             bound_penalty=self.bound_penalty[sentences],
-            enc=self.enc.index_select(rows) if keep_model_state else None,
+            enc=self.enc.index_select(sentences) if keep_model_state else None,
             state=self.state.index_select(rows) if keep_model_state else None,
             log_prob=self.log_prob[sentences], history=self.history[rows],
             attention=None if self.attention is None else self.attention[rows],

@@ -19,7 +19,9 @@ class StepModel(Protocol):
 
     ``encode`` returns an object with ``index_select(rows)``; ``init_state`` and
     ``decode_step`` return a state with ``index_select(rows)`` too. ``decode_step`` gives
-    log-probabilities (N, V), the next state and the attention (N, S) or None.
+    log-probabilities (N, V), the next state and the attention (N, S) or None. The encoding passed
+    to ``decode_step`` may have B rows for N = G * B state rows: state row n then belongs to
+    sentence n // G (beam search keeps a sentence's G beams on consecutive rows).
     """
 
     def encode(self, src_ids: Tensor, src_lengths: Tensor) -> Any: ...
