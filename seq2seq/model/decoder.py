@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .attention import build_attention
 from .encoder import EncoderOutput, run_gru
 from .fused import LoopWeights, StepwiseRecurrence, gather_weights, loop_parameters, product_dtype, run_loop
+from .fused_feeding import FeedingWeights, feeding_parameters, gather_feeding_weights, run_feeding
 
 AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
 
@@ -174,6 +175,8 @@ class Decoder(nn.Module):
         """Step-wise teacher forcing: the recurrent part per time step, its outputs stacked to (B, T, *)."""
         if self.attention_type == "bahdanau" and not (self.gru._forward_hooks or self.gru._forward_pre_hooks):
             return self._bahdanau(embedded, state, enc)
+        if self.input_feeding and not self._gru_watched():
+            return self._feeding(embedded, state, enc)
         steps = []
         for embedded_t in embedded.unbind(1):
             step = self._recurrent_step(embedded_t, state, enc)
@@ -198,6 +201,8 @@ class Decoder(nn.Module):
                 return _Recurrence(top=top, context=context, attention=attention, readout=None,
                                    state=DecoderState(hidden=hidden))
             return self._bahdanau(embedded_t[:, None, :], state, enc)
+        if not self._gru_watched():
+            return self._feeding(embedded_t[:, None, :], state, enc)
         # Luong et al. 2015 input feeding: the previous readout joins the input; attend from the new output.
         top, hidden = run_gru(self.gru, torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden,
                               self.training)
@@ -205,6 +210,28 @@ class Decoder(nn.Module):
         readout = self._readout(top, context, embedded_t[:, None, :])
         return _Recurrence(top=top, context=context, attention=attention, readout=readout,
                            state=DecoderState(hidden=hidden, feed=readout[:, 0]))
+
+    def _gru_watched(self) -> bool:
+        """Whether hooks watch nn.GRU's calls (inspection.gates.record_calls): then make them, one per step."""
+        return bool(self.gru._forward_hooks or self.gru._forward_pre_hooks)
+
+    def _feeding(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
+        """Luong et al. 2015 with input feeding over T steps (T = 1 when stepping), run by :mod:`.fused_feeding`:
+        embedded (B, T, E) -> readout (B, T, E), which is also the next feed, top, context and weights (B, T, *)."""
+        run = run_feeding(self.gru, self.readout, embedded, state.hidden, state.feed, enc.keys, enc.output,
+                          enc.src_mask, self.training, lambda dtype: self._feeding_weights(dtype, embedded.size(-1)))
+        return _Recurrence(top=run.top, context=run.context, attention=run.weights, readout=run.readout,
+                           state=DecoderState(hidden=run.hidden, feed=run.readout[:, -1]))
+
+    def _feeding_weights(self, dtype: torch.dtype, embedding_size: int) -> FeedingWeights:
+        """The input-feeding loop's weights for search, arranged once per search as :meth:`_inference_weights`."""
+        params = feeding_parameters(self.gru, self.readout, embedding_size)
+        key = (dtype, *(p.data_ptr() for p in params))
+        cached = self.__dict__.get("_weights_cache")
+        if cached is None or cached[0] != key:
+            weights = gather_feeding_weights(self.gru, self.readout, embedding_size, dtype)
+            self.__dict__["_weights_cache"] = cached = (key, weights)
+        return cached[1]
 
     def _bahdanau(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """Bahdanau et al. 2015 over T steps (T = 1 when stepping): attend from the previous top-layer state,
