@@ -98,7 +98,10 @@ def run_feeding(gru: torch.nn.GRU, readout: torch.nn.Linear, embedded: Tensor, h
             dtype = weights.feed.dtype
             outputs = run_feeding_loop(gi_embedded.float(), readout_embedded.float(), hidden, feed, keys.to(dtype),
                                        values.to(dtype), mask_bias, drop, weights)
-    return FeedingRun(*(x.transpose(0, 1) for x in outputs[:4]), hidden=outputs[4])
+    # The readout batch-first in memory, as the nn.GRU-per-step path made it: the dropout before the output
+    # layer draws its mask in memory order, so the same seed drops the same units on both paths.
+    readout, top, context, weights = (x.transpose(0, 1) for x in outputs[:4])
+    return FeedingRun(readout.contiguous(), top, context, weights, hidden=outputs[4])
 
 
 def feeding_parameters(gru: torch.nn.GRU, readout: torch.nn.Linear, embedding_size: int) -> list[Tensor]:
