@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from .attention import build_attention
 from .encoder import EncoderOutput, run_gru
 from .fused import LoopWeights, StepwiseRecurrence, gather_weights, loop_parameters, product_dtype, run_loop
-from .fused_feeding import FeedingWeights, feeding_parameters, gather_feeding_weights, run_feeding
+from .fused_feeding import FeedingWeights, gather_feeding_weights, run_feeding
 
 AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
 
@@ -225,8 +225,7 @@ class Decoder(nn.Module):
 
     def _feeding_weights(self, dtype: torch.dtype, embedding_size: int) -> FeedingWeights:
         """The input-feeding loop's weights for search, arranged once per search as :meth:`_inference_weights`."""
-        params = feeding_parameters(self.gru, self.readout, embedding_size)
-        key = (dtype, *(p.data_ptr() for p in params))
+        key = (dtype, *(p.data_ptr() for p in (*self.gru._flat_weights, self.readout.weight, self.readout.bias)))
         cached = self.__dict__.get("_weights_cache")
         if cached is None or cached[0] != key:
             weights = gather_feeding_weights(self.gru, self.readout, embedding_size, dtype)

@@ -10,7 +10,7 @@ and the readout's (so checkpoints keep their names and shapes):
 The keys k_s are W_a h_s (general) or h_s (dot), computed once per batch by the caller. As for Bahdanau:
 
 - the embedding halves of layer 0's input product and of the readout arrive computed for all T steps
-  (``gi_embedded``, ``readout_embedded``), each by one matrix product before the loop;
+  (``gi_embedded``, ``readout_embedded``), both by one matrix product before the loop;
 - :class:`FeedingRecurrence` is the whole loop as one autograd node: its backward walks the steps in
   reverse for the state gradients only, then computes every weight gradient (W_ih, W_hh and biases of
   every layer, the feed half of layer 0's W_ih, the [s_t; c_t] half of W_r) as one product over T*B rows;
@@ -35,7 +35,9 @@ class FeedingWeights:
     """The parameters one step reads, in the product dtype (biases fp32).
 
     ``feed`` (3H, E): the feed half of layer 0's W_ih; ``hh`` / ``hh_bias``: W_hh, b_hh of every layer;
-    ``ih`` / ``ih_bias``: W_ih, b_ih of layers 1..L-1; ``readout`` (E, H + C): the [s_t; c_t] half of W_r.
+    ``ih`` / ``ih_bias``: W_ih, b_ih of layers 1..L-1; ``readout`` (E, H + C): the [s_t; c_t] half of W_r;
+    ``embedded`` (3H + E, E), ``embedded_bias`` (3H + E,): the embedding halves of layer 0's W_ih and of W_r
+    stacked, with b_ih of layer 0 and b_r (for search: training multiplies the parameters themselves).
     """
 
     feed: Tensor
@@ -44,6 +46,8 @@ class FeedingWeights:
     ih: list[Tensor]
     ih_bias: list[Tensor]
     readout: Tensor
+    embedded: Tensor | None = None
+    embedded_bias: Tensor | None = None
 
 
 @dataclass
@@ -77,26 +81,28 @@ def run_feeding(gru: torch.nn.GRU, readout: torch.nn.Linear, embedded: Tensor, h
     """Input feeding over embedded (B, T, E) (the dropped-out e_{t-1}) from hidden (L, B, H) and feed (B, E);
     keys (B, S, H), values (B, S, C), src_mask (B, S). Through :class:`FeedingRecurrence` while autograd
     records, else the plain loop on ``arranged(dtype)``, the weights arranged once per search."""
-    size = embedded.size(-1)
-    steps_first = embedded.transpose(0, 1)
-    gi_embedded = F.linear(steps_first, gru.weight_ih_l0[:, :size], gru.bias_ih_l0)  # (T, B, 3H)
-    readout_embedded = F.linear(steps_first, readout.weight[:, readout.in_features - size:], readout.bias)
+    (batch, steps, size), gates = embedded.shape, 3 * gru.hidden_size
     mask_bias = torch.zeros(src_mask.shape, device=embedded.device).masked_fill_(~src_mask, float("-inf"))
     drop = None
     if training and gru.dropout > 0:
         keep = 1.0 - gru.dropout  # nn.GRU's dropout between layers, in the mask layout of .fused
         shape = (gru.num_layers - 1, embedded.size(1), embedded.size(0), gru.hidden_size)
         drop = torch.empty(shape, device=embedded.device).bernoulli_(keep).div_(keep)
-    params = feeding_parameters(gru, readout, size)
-    differentiable = [gi_embedded, readout_embedded, hidden, feed, keys, values, *params]
-    if torch.is_grad_enabled() and any(x.requires_grad for x in differentiable):
-        outputs = FeedingRecurrence.apply(gi_embedded, readout_embedded, hidden, feed, keys, values, mask_bias,
+    params = feeding_parameters(gru, readout, size) if torch.is_grad_enabled() else []  # search skips the slicing
+    differentiable = [embedded, hidden, feed, keys, values, gru.bias_ih_l0, readout.bias, *params]
+    if params and any(x.requires_grad for x in differentiable):
+        # Both embedding halves in one product over all T steps (stacked: a column slice of a weight multiplies slowly).
+        weight = torch.cat([gru.weight_ih_l0[:, :size], readout.weight[:, readout.in_features - size:]])
+        part = F.linear(embedded.transpose(0, 1), weight, torch.cat([gru.bias_ih_l0, readout.bias]))
+        outputs = FeedingRecurrence.apply(part[..., :gates], part[..., gates:], hidden, feed, keys, values, mask_bias,
                                           drop, size, gru, readout, *params)
     else:
         weights = arranged(product_dtype(embedded.device))
         with torch.autocast(embedded.device.type, enabled=False):
             dtype = weights.feed.dtype
-            outputs = run_feeding_loop(gi_embedded.float(), readout_embedded.float(), hidden, feed, keys.to(dtype),
+            rows = embedded.transpose(0, 1).reshape(steps * batch, size).float()
+            part = affine(rows, weights.embedded, weights.embedded_bias).view(steps, batch, -1)
+            outputs = run_feeding_loop(part[..., :gates], part[..., gates:], hidden, feed, keys.to(dtype),
                                        values.to(dtype), mask_bias, drop, weights)
     # The readout batch-first in memory, as the nn.GRU-per-step path made it: the dropout before the output
     # layer draws its mask in memory order, so the same seed drops the same units on both paths.
@@ -116,15 +122,20 @@ def feeding_parameters(gru: torch.nn.GRU, readout: torch.nn.Linear, embedding_si
 
 def gather_feeding_weights(gru: torch.nn.GRU, readout: torch.nn.Linear, embedding_size: int,
                            dtype: torch.dtype) -> FeedingWeights:
-    """The parameters arranged for the loop (detached; the caller passes the originals to autograd)."""
+    """The parameters arranged for the loop (detached; the caller passes the originals to autograd).
+
+    Column slices are copied: a product with a weight whose rows are strided runs at a fraction of the speed."""
     w = lambda name: getattr(gru, name).detach().to(dtype)  # noqa: E731
     b = lambda name: getattr(gru, name).detach().float()  # noqa: E731  biases are added in fp32
     layers = range(gru.num_layers)
     return FeedingWeights(
-        feed=w("weight_ih_l0")[:, embedding_size:], hh=[w(f"weight_hh_l{k}") for k in layers],
+        feed=w("weight_ih_l0")[:, embedding_size:].contiguous(), hh=[w(f"weight_hh_l{k}") for k in layers],
         hh_bias=[b(f"bias_hh_l{k}") for k in layers], ih=[w(f"weight_ih_l{k}") for k in layers[1:]],
         ih_bias=[b(f"bias_ih_l{k}") for k in layers[1:]],
-        readout=readout.weight.detach()[:, :readout.in_features - embedding_size].to(dtype))
+        readout=readout.weight.detach()[:, :readout.in_features - embedding_size].to(dtype).contiguous(),
+        embedded=torch.cat([w("weight_ih_l0")[:, :embedding_size],
+                            readout.weight.detach()[:, readout.in_features - embedding_size:].to(dtype)]),
+        embedded_bias=torch.cat([b("bias_ih_l0"), readout.bias.detach().float()]))
 
 
 def new_feeding_trace(hidden: Tensor, feed: Tensor) -> FeedingTrace:
