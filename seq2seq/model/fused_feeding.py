@@ -36,8 +36,8 @@ class FeedingWeights:
 
     ``feed`` (3H, E): the feed half of layer 0's W_ih; ``hh`` / ``hh_bias``: W_hh, b_hh of every layer;
     ``ih`` / ``ih_bias``: W_ih, b_ih of layers 1..L-1; ``readout`` (E, H + C): the [s_t; c_t] half of W_r;
-    ``embedded`` (3H + E, E), ``embedded_bias`` (3H + E,): the embedding halves of layer 0's W_ih and of W_r
-    stacked, with b_ih of layer 0 and b_r (for search: training multiplies the parameters themselves).
+    for one step of search (:func:`feeding_step`), ``ih0`` (3H, 2E) / ``ih0_bias`` and ``readout_all``
+    (E, H + C + E) / ``readout_bias``: layer 0's W_ih, b_ih and W_r, b_r whole.
     """
 
     feed: Tensor
@@ -46,8 +46,10 @@ class FeedingWeights:
     ih: list[Tensor]
     ih_bias: list[Tensor]
     readout: Tensor
-    embedded: Tensor | None = None
-    embedded_bias: Tensor | None = None
+    ih0: Tensor | None = None
+    ih0_bias: Tensor | None = None
+    readout_all: Tensor | None = None
+    readout_bias: Tensor | None = None
 
 
 @dataclass
@@ -80,30 +82,34 @@ def run_feeding(gru: torch.nn.GRU, readout: torch.nn.Linear, embedded: Tensor, h
                 arranged: Callable[[torch.dtype], FeedingWeights]) -> FeedingRun:
     """Input feeding over embedded (B, T, E) (the dropped-out e_{t-1}) from hidden (L, B, H) and feed (B, E);
     keys (B, S, H), values (B, S, C), src_mask (B, S). Through :class:`FeedingRecurrence` while autograd
-    records, else the plain loop on ``arranged(dtype)``, the weights arranged once per search."""
+    records, else the plain loop (:func:`feeding_step` for one step) on ``arranged(dtype)``, arranged once per search."""
     (batch, steps, size), gates = embedded.shape, 3 * gru.hidden_size
     mask_bias = torch.zeros(src_mask.shape, device=embedded.device).masked_fill_(~src_mask, float("-inf"))
     drop = None
     if training and gru.dropout > 0:
         keep = 1.0 - gru.dropout  # nn.GRU's dropout between layers, in the mask layout of .fused
-        shape = (gru.num_layers - 1, embedded.size(1), embedded.size(0), gru.hidden_size)
+        shape = (gru.num_layers - 1, steps, batch, gru.hidden_size)
         drop = torch.empty(shape, device=embedded.device).bernoulli_(keep).div_(keep)
     params = feeding_parameters(gru, readout, size) if torch.is_grad_enabled() else []  # search skips the slicing
     differentiable = [embedded, hidden, feed, keys, values, gru.bias_ih_l0, readout.bias, *params]
-    if params and any(x.requires_grad for x in differentiable):
+    recording = bool(params) and any(x.requires_grad for x in differentiable)
+    if recording or steps > 1:
         # Both embedding halves in one product over all T steps (stacked: a column slice of a weight multiplies slowly).
         weight = torch.cat([gru.weight_ih_l0[:, :size], readout.weight[:, readout.in_features - size:]])
         part = F.linear(embedded.transpose(0, 1), weight, torch.cat([gru.bias_ih_l0, readout.bias]))
+    if recording:
         outputs = FeedingRecurrence.apply(part[..., :gates], part[..., gates:], hidden, feed, keys, values, mask_bias,
                                           drop, size, gru, readout, *params)
     else:
         weights = arranged(product_dtype(embedded.device))
         with torch.autocast(embedded.device.type, enabled=False):
             dtype = weights.feed.dtype
-            rows = embedded.transpose(0, 1).reshape(steps * batch, size).float()
-            part = affine(rows, weights.embedded, weights.embedded_bias).view(steps, batch, -1)
-            outputs = run_feeding_loop(part[..., :gates], part[..., gates:], hidden, feed, keys.to(dtype),
-                                       values.to(dtype), mask_bias, drop, weights)
+            keys, values = keys.to(dtype), values.to(dtype)
+            if steps > 1:
+                outputs = run_feeding_loop(part[..., :gates].float(), part[..., gates:].float(), hidden, feed, keys,
+                                           values, mask_bias, drop, weights)
+            else:
+                outputs = feeding_step(embedded[:, 0].float(), hidden, feed, keys, values, mask_bias, drop, weights)
     # The readout batch-first in memory, as the nn.GRU-per-step path made it: the dropout before the output
     # layer draws its mask in memory order, so the same seed drops the same units on both paths.
     readout, top, context, weights = (x.transpose(0, 1) for x in outputs[:4])
@@ -133,9 +139,8 @@ def gather_feeding_weights(gru: torch.nn.GRU, readout: torch.nn.Linear, embeddin
         hh_bias=[b(f"bias_hh_l{k}") for k in layers], ih=[w(f"weight_ih_l{k}") for k in layers[1:]],
         ih_bias=[b(f"bias_ih_l{k}") for k in layers[1:]],
         readout=readout.weight.detach()[:, :readout.in_features - embedding_size].to(dtype).contiguous(),
-        embedded=torch.cat([w("weight_ih_l0")[:, :embedding_size],
-                            readout.weight.detach()[:, readout.in_features - embedding_size:].to(dtype)]),
-        embedded_bias=torch.cat([b("bias_ih_l0"), readout.bias.detach().float()]))
+        ih0=w("weight_ih_l0"), ih0_bias=b("bias_ih_l0"), readout_all=readout.weight.detach().to(dtype),
+        readout_bias=readout.bias.detach().float())
 
 
 def new_feeding_trace(hidden: Tensor, feed: Tensor) -> FeedingTrace:
@@ -187,6 +192,22 @@ def run_feeding_loop(gi_embedded: Tensor, readout_embedded: Tensor, hidden: Tens
         all_weights.append(weights)
     return (torch.stack(readouts), torch.stack(tops), torch.stack(contexts), torch.stack(all_weights),
             torch.stack(states))
+
+
+def feeding_step(embedded: Tensor, hidden: Tensor, feed: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
+                 drop: Tensor | None, w: FeedingWeights) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One step of :func:`run_feeding_loop` for search, on layer 0's W_ih and W_r whole (as one nn.GRU step
+    multiplies them): embedded (B, E) fp32, the rest as there. Returns what it returns, with T = 1."""
+    states = list(hidden.float().unbind(0))
+    x_gi = affine(torch.cat([embedded, feed.float()], 1), w.ih0, w.ih0_bias)
+    for k in range(len(states)):
+        if k > 0:
+            below = states[k - 1] if drop is None else states[k - 1] * drop[k - 1, 0]
+            x_gi = affine(below, w.ih[k - 1], w.ih_bias[k - 1])
+        states[k], _ = gru_cell(x_gi, affine(states[k], w.hh[k], w.hh_bias[k]), states[k])
+    context, weights = _attend(states[-1], keys, values, mask_bias)
+    readout = torch.tanh(affine(torch.cat([states[-1], context, embedded], 1), w.readout_all, w.readout_bias))
+    return readout[None], states[-1][None], context[None], weights[None], torch.stack(states)
 
 
 class FeedingRecurrence(torch.autograd.Function):
