@@ -82,7 +82,7 @@ def run_feeding(gru: torch.nn.GRU, readout: torch.nn.Linear, embedded: Tensor, h
                 arranged: Callable[[torch.dtype], FeedingWeights]) -> FeedingRun:
     """Input feeding over embedded (B, T, E) (the dropped-out e_{t-1}) from hidden (L, B, H) and feed (B, E);
     keys (B, S, H), values (B, S, C), src_mask (B, S). Through :class:`FeedingRecurrence` while autograd
-    records, else the plain loop (:func:`feeding_step` for one step) on ``arranged(dtype)``, arranged once per search."""
+    records, else the plain loop (:func:`feeding_step` for one step) on ``arranged(dtype)``, once per search."""
     (batch, steps, size), gates = embedded.shape, 3 * gru.hidden_size
     mask_bias = torch.zeros(src_mask.shape, device=embedded.device).masked_fill_(~src_mask, float("-inf"))
     drop = None
