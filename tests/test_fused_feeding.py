@@ -5,11 +5,13 @@
   nn.GRU still takes), forward and every parameter's gradient, 1 to 3 layers, dropout included;
 - teacher forcing equals stepping with decode_step;
 - the loop's backward equals autograd through the same forward, the initial feed's gradient included;
-- a checkpoint decodes (greedy and beam) the same on both paths; bf16 autocast trains and searches.
+- a checkpoint decodes (greedy and beam) the same on both paths; bf16 autocast trains and searches;
+- search arranges its weights afresh after an in-place optimizer step.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 
 import pytest
@@ -232,3 +234,22 @@ def test_a_training_step_leaves_no_reference_cycle_holding_tensors() -> None:
         gc.garbage.clear()
         gc.enable()
     assert leaked == []
+
+
+def test_each_search_sees_the_weights_a_fused_optimizer_step_changed_in_place() -> None:
+    model, (src, lengths, tgt_in) = _model(2), _batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)  # bumps no parameter version
+
+    def search_step(m: Seq2Seq) -> torch.Tensor:
+        m.eval()  # bf16: the weights arranged for search are copies, which an in-place update leaves behind
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            enc = m.encode(src, lengths)  # a new search: the weights arranged for the last one are dropped
+            return m.decode_step(tgt_in[:, 0], m.init_state(enc), enc).log_probs
+
+    before = search_step(model)
+    model.train()
+    model(src, lengths, tgt_in).logsumexp(-1).mean().backward()
+    optimizer.step()
+    after = search_step(model)
+    torch.testing.assert_close(after, search_step(copy.deepcopy(model)), rtol=0, atol=0)
+    assert not torch.allclose(before, after)
