@@ -311,17 +311,16 @@ def test_search_runs_in_the_precision_decode_amp_asks_for(amp: str, expected: to
     assert recorder.seen == {(expected, False, False)}
 
 
-@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot", "none"])
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot", "luong_feeding", "none"])
 @pytest.mark.parametrize("grad", [False, True])
 def test_a_step_over_shared_encoder_rows_equals_one_over_copied_rows(attention: str, grad: bool):
     """Beam search passes one encoder row per sentence for its K beams; the step must not depend on that."""
-    if attention != "luong_dot":
-        model = _tiny_model(attention, seed=2, vocab=12)
-    else:  # h_t . h_s needs the decoder as wide as the encoder output
-        model = Seq2Seq.from_config(ModelConfig(embedding_size=8, hidden_size=5, num_layers=2, bidirectional=True,
-                                                decoder_hidden_size=10, attention="luong_dot", dropout=0.0,
-                                                bridge="none"),
-                                    src_vocab_size=12, tgt_vocab_size=12).eval()
+    torch.manual_seed(2)
+    # luong_dot scores h_t . h_s: the decoder as wide as the encoder output (2 x 5, bridge none).
+    cfg = ModelConfig(embedding_size=8, hidden_size=5, num_layers=2, bidirectional=True, decoder_hidden_size=10,
+                      attention="luong_general" if attention == "luong_feeding" else attention,
+                      input_feeding=attention == "luong_feeding", bridge="none", dropout=0.0)
+    model = Seq2Seq.from_config(cfg, src_vocab_size=12, tgt_vocab_size=12).eval()
     src_ids, src_lengths = _batch(SOURCES)
     beams = 4
     rows = torch.arange(len(SOURCES)).repeat_interleave(beams)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .attention import attend_grouped, build_attention
 from .encoder import EncoderOutput, run_gru
 from .fused import LoopWeights, StepwiseRecurrence, gather_weights, loop_parameters, product_dtype, run_loop
+from .fused_feeding import FeedingWeights, gather_feeding_weights, run_feeding
 
 AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
 
@@ -181,8 +182,11 @@ class Decoder(nn.Module):
 
     def _loop(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """Step-wise teacher forcing: the recurrent part per time step, its outputs stacked to (B, T, *)."""
-        if self.attention_type == "bahdanau" and not (self.gru._forward_hooks or self.gru._forward_pre_hooks):
-            return self._bahdanau(embedded, state, enc)
+        if not self._gru_watched():
+            if self.attention_type == "bahdanau":
+                return self._bahdanau(embedded, state, enc)
+            if self.input_feeding:
+                return self._feeding(embedded, state, enc)
         steps = []
         for embedded_t in embedded.unbind(1):
             step = self._recurrent_step(embedded_t, state, enc)
@@ -198,16 +202,16 @@ class Decoder(nn.Module):
 
     def _recurrent_step(self, embedded_t: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """One step of a step-wise decoder: embedded_t (B, E) -> a _Recurrence with T = 1."""
-        if self.attention_type == "bahdanau":
-            if self.gru._forward_hooks or self.gru._forward_pre_hooks:
-                # Someone watches nn.GRU's calls (inspection.gates.record_calls): make them, one per step.
-                query = state.hidden[-1][:, None, :]
-                context, attention = attend_grouped(self.attention, query, enc.keys, enc.output, enc.src_mask)
-                top, hidden = run_gru(self.gru, torch.cat([embedded_t[:, None, :], context], dim=-1), state.hidden,
-                                      self.training)
-                return _Recurrence(top=top, context=context, attention=attention, readout=None,
-                                   state=DecoderState(hidden=hidden))
-            return self._bahdanau(embedded_t[:, None, :], state, enc)
+        if not self._gru_watched():
+            fused = self._bahdanau if self.attention_type == "bahdanau" else self._feeding
+            return fused(embedded_t[:, None, :], state, enc)
+        if self.attention_type == "bahdanau":  # one nn.GRU call per step, for the hooks that watch them
+            query = state.hidden[-1][:, None, :]
+            context, attention = attend_grouped(self.attention, query, enc.keys, enc.output, enc.src_mask)
+            top, hidden = run_gru(self.gru, torch.cat([embedded_t[:, None, :], context], dim=-1), state.hidden,
+                                  self.training)
+            return _Recurrence(top=top, context=context, attention=attention, readout=None,
+                               state=DecoderState(hidden=hidden))
         # Luong et al. 2015 input feeding: the previous readout joins the input; attend from the new output.
         top, hidden = run_gru(self.gru, torch.cat([embedded_t, state.feed], dim=-1)[:, None, :], state.hidden,
                               self.training)
@@ -215,6 +219,29 @@ class Decoder(nn.Module):
         readout = self._readout(top, context, embedded_t[:, None, :])
         return _Recurrence(top=top, context=context, attention=attention, readout=readout,
                            state=DecoderState(hidden=hidden, feed=readout[:, 0]))
+
+    def _gru_watched(self) -> bool:
+        """Whether hooks watch nn.GRU's calls (inspection.gates.record_calls): then make them, one per step."""
+        return bool(self.gru._forward_hooks or self.gru._forward_pre_hooks)
+
+    def _feeding(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
+        """Luong et al. 2015 with input feeding over T steps (T = 1 when stepping), run by :mod:`.fused_feeding`:
+        embedded (B, T, E) -> readout (B, T, E), which is also the next feed, top, context and weights (B, T, *)."""
+        if torch.is_grad_enabled():
+            enc = enc.for_rows(embedded.size(0))  # the autograd loop wants one encoder row per hypothesis
+        run = run_feeding(self.gru, self.readout, embedded, state.hidden, state.feed, enc.keys, enc.output,
+                          enc.src_mask, self.training, lambda dtype: self._feeding_weights(dtype, embedded.size(-1)))
+        return _Recurrence(top=run.top, context=run.context, attention=run.weights, readout=run.readout,
+                           state=DecoderState(hidden=run.hidden, feed=run.readout[:, -1]))
+
+    def _feeding_weights(self, dtype: torch.dtype, embedding_size: int) -> FeedingWeights:
+        """The input-feeding loop's weights for search, arranged once per search as :meth:`_inference_weights`."""
+        key = (dtype, *(p.data_ptr() for p in (*self.gru._flat_weights, self.readout.weight, self.readout.bias)))
+        cached = self.__dict__.get("_weights_cache")
+        if cached is None or cached[0] != key:
+            weights = gather_feeding_weights(self.gru, self.readout, embedding_size, dtype)
+            self.__dict__["_weights_cache"] = cached = (key, weights)
+        return cached[1]
 
     def _bahdanau(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """Bahdanau et al. 2015 over T steps (T = 1 when stepping): attend from the previous top-layer state,
@@ -228,8 +255,8 @@ class Decoder(nn.Module):
         query_proj, energy = self.attention.query_proj, self.attention.energy
         params = loop_parameters(gru, query_proj, energy, size)
         differentiable = torch.is_grad_enabled() and (gi_embedded.requires_grad or any(p.requires_grad for p in params))
-        if differentiable and enc.keys.size(0) != embedded.size(0):
-            enc = enc.index_select(_hypothesis_rows(enc.keys.size(0), embedded.size(0), embedded.device))
+        if differentiable:
+            enc = enc.for_rows(embedded.size(0))  # the autograd loop wants one encoder row per hypothesis
         mask_bias = torch.zeros(enc.src_mask.shape, device=embedded.device).masked_fill_(~enc.src_mask, float("-inf"))
         drop = None
         if self.training and gru.dropout > 0:
@@ -251,11 +278,8 @@ class Decoder(nn.Module):
 
     def _inference_weights(self, dtype: torch.dtype, embedding_size: int) -> LoopWeights:
         """The loop's weights for search, arranged (and cast) once per search rather than at every step.
-
-        :meth:`forget_arranged_weights` (called by ``Seq2Seq.encode``, which starts every search)
-        drops them: parameter versions cannot tell, since fused optimizers update the weights in
-        place without bumping them.
-        """
+        :meth:`forget_arranged_weights` (``Seq2Seq.encode`` calls it) drops them: parameter versions cannot
+        tell, since fused optimizers update the weights in place without bumping them."""
         params = loop_parameters(self.gru, self.attention.query_proj, self.attention.energy, embedding_size)
         key = (dtype, *(p.data_ptr() for p in params))
         cached = self.__dict__.get("_weights_cache")
@@ -272,8 +296,3 @@ class Decoder(nn.Module):
 def _positions(x: Tensor, rows: Tensor | None) -> Tensor:
     """x (B, T, D) -> x itself, or the rows (N,) of its (B * T, D) view."""
     return x if rows is None else x.reshape(-1, x.size(-1)).index_select(0, rows)
-
-
-def _hypothesis_rows(sentences: int, rows: int, device: torch.device) -> Tensor:
-    """(rows,) long: the sentence of each of ``rows`` hypothesis rows, G = rows / sentences consecutive each."""
-    return torch.arange(sentences, device=device).repeat_interleave(rows // sentences)

@@ -48,6 +48,15 @@ class EncoderOutput:
             keys=None if self.keys is None else self.keys.index_select(0, idx),
         )
 
+    def for_rows(self, rows: int) -> EncoderOutput:
+        """This encoding with a row per hypothesis for ``rows`` = G * B hypothesis rows, G consecutive ones per
+        sentence (beam search shares a sentence's row among its beams; autograd paths want one each)."""
+        sentences = self.output.size(0)
+        if rows == sentences:
+            return self
+        per_sentence = torch.arange(sentences, device=self.output.device).repeat_interleave(rows // sentences)
+        return self.index_select(per_sentence)
+
 
 def cpu_lengths(lengths: Tensor) -> Tensor:
     """lengths (B,) as int64 on the CPU, as pack_padded_sequence needs; no device sync if already there."""

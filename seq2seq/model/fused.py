@@ -109,7 +109,7 @@ def gru_cell_backward(dh_new: Tensor, h: Tensor, r: Tensor, z: Tensor, n: Tensor
     return torch.cat([dr_pre, dz_pre, dn_pre], 1), torch.cat([dr_pre, dz_pre, dn_pre * r], 1), dh_new * z
 
 
-def _affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+def affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """bias (out,) or (N, out) fp32 + x (N, in) fp32 times weight.T in the weight's dtype -> (N, out) fp32."""
     if weight.dtype == torch.float32:
         return torch.addmm(bias, x, weight.t())
@@ -132,15 +132,15 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
     states = list(hidden.float().unbind(0))
     tops, contexts, all_weights = [], [], []
     for t in range(steps):
-        merged = _affine(states[-1], w.top, w.top_bias)
+        merged = affine(states[-1], w.top, w.top_bias)
         gh_top, query = merged[:, :3 * size], merged[:, 3 * size:]
         context, weights, energies = additive_step(query, keys, values, mask_bias, w.energy, keep_energies)
-        x_gi = _affine(context, w.ih_context, gi_embedded[t])
+        x_gi = affine(context, w.ih_context, gi_embedded[t])
         for k in range(layers):
             if k > 0:
                 below = states[k - 1] if drop is None else states[k - 1] * drop[k - 1, t]
-                x_gi = _affine(below, w.ih[k - 1], w.ih_bias[k - 1])
-            gh = gh_top if k == layers - 1 else _affine(states[k], w.hh[k], w.hh_bias[k])
+                x_gi = affine(below, w.ih[k - 1], w.ih_bias[k - 1])
+            gh = gh_top if k == layers - 1 else affine(states[k], w.hh[k], w.hh_bias[k])
             states[k], gates = gru_cell(x_gi, gh, states[k])
             if trace is not None:
                 trace.hiddens[k].append(states[k])
@@ -159,7 +159,7 @@ def new_trace(hidden: Tensor) -> LoopTrace:
                      energies=[])
 
 
-def _mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
+def mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
     """A weight gradient over all T*B rows at once: grad (T, B, O), x (T, B, I) -> grad^T x (O, I) fp32."""
     return torch.mm(grad.reshape(-1, grad.size(-1)).t().to(dtype), x.reshape(-1, x.size(-1)).to(dtype)).float()
 
@@ -266,11 +266,11 @@ def _weight_grads(d_gi: list[Tensor], d_gh: list[Tensor], d_top_q: Tensor, d_ctx
     """Every weight gradient of the loop as one product over all T*B rows."""
     layers = len(trace.hiddens)
     hiddens = [torch.stack(states) for states in trace.hiddens]  # (T+1, B, H) per layer
-    grads = {"ih_context": _mm_t(d_gi[0], trace.context, dtype),
-             "top": _mm_t(d_top_q, hiddens[-1][:-1], dtype), "top_bias": d_top_q.sum((0, 1))}
+    grads = {"ih_context": mm_t(d_gi[0], trace.context, dtype),
+             "top": mm_t(d_top_q, hiddens[-1][:-1], dtype), "top_bias": d_top_q.sum((0, 1))}
     for k in range(layers - 1):
-        grads[f"hh{k}"], grads[f"hhb{k}"] = _mm_t(d_gh[k], hiddens[k][:-1], dtype), d_gh[k].sum((0, 1))
+        grads[f"hh{k}"], grads[f"hhb{k}"] = mm_t(d_gh[k], hiddens[k][:-1], dtype), d_gh[k].sum((0, 1))
     for k in range(1, layers):
         below = hiddens[k - 1][1:] if drop is None else hiddens[k - 1][1:] * drop[k - 1]
-        grads[f"ih{k}"], grads[f"ihb{k}"] = _mm_t(d_gi[k], below, dtype), d_gi[k].sum((0, 1))
+        grads[f"ih{k}"], grads[f"ihb{k}"] = mm_t(d_gi[k], below, dtype), d_gi[k].sum((0, 1))
     return grads
