@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..device import to_device_async
+from .fused_encoder import fused_gru
 
 
 @dataclass
@@ -102,6 +103,14 @@ def _one_layer(gru: nn.GRU, weights: list[Tensor], data: Tensor, inputs: Tensor 
     return torch._VF.gru(data, hidden, weights, gru.bias, 1, 0.0, True, gru.bidirectional, True)
 
 
+def fused_pays(gru: nn.GRU, inputs: Tensor) -> bool:
+    """Whether :func:`.fused_encoder.fused_gru` runs ``gru`` here: on the CPU while autograd records (training),
+    where it saves nn.GRU's per-step autograd work. Search (no_grad) keeps nn.GRU, which is faster there; CUDA
+    keeps cuDNN; and a hook on the nn.GRU (inspection records its calls) sees the calls it expects."""
+    return (inputs.device.type == "cpu" and torch.is_grad_enabled() and gru.bias
+            and not (gru._forward_hooks or gru._forward_pre_hooks))
+
+
 def join_directions(h_n: Tensor, num_layers: int, bidirectional: bool) -> Tensor:
     """h_n (L*D, B, H) -> (L, B, D*H): per layer, the forward and backward final states side by side.
 
@@ -153,7 +162,10 @@ class Encoder(nn.Module):
             restore[order] = torch.arange(len(order))
             embedded = embedded.index_select(0, to_device_async(order, embedded.device))
         packed = pack_padded_sequence(embedded, lengths[order], batch_first=True, enforce_sorted=True)
-        packed_output, h_n = run_gru(self.gru, packed, training=self.training)
+        if fused_pays(self.gru, embedded):
+            packed_output, h_n = fused_gru(self.gru, packed, self.training)
+        else:
+            packed_output, h_n = run_gru(self.gru, packed, training=self.training)
         # total_length keeps S columns even when the batch was padded beyond its longest sentence.
         output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=src_ids.size(1))
         if not in_order:
