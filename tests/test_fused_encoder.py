@@ -19,9 +19,11 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from seq2seq.config import load_config
 from seq2seq.model.encoder import Encoder, fused_pays
+from seq2seq.model.fused_encoder import fused_gru
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.training.loss import Objective
 
@@ -180,3 +182,15 @@ def test_the_fused_layers_run_only_where_they_pay() -> None:
     with nn_gru_path(encoder):
         assert not fused_pays(encoder.gru, inputs)
     assert not fused_pays(encoder.gru, torch.zeros(2, 3, 6, device="meta"))
+
+
+def test_without_autograd_the_fused_layers_give_nn_grus_output() -> None:
+    """Search keeps nn.GRU (faster there, scripts/encoder_ab.py measures both); the fused layers still agree."""
+    encoder = _encoder(bidirectional=True, num_layers=2).eval()
+    lengths = torch.tensor([7, 7, 5, 2, 1])
+    packed = pack_padded_sequence(torch.randn(5, 7, 6), lengths, batch_first=True)
+    with torch.no_grad():
+        output, h_n = fused_gru(encoder.gru, packed, training=False)
+        ref_output, ref_h_n = encoder.gru(packed)
+    torch.testing.assert_close(output.data, ref_output.data, rtol=0, atol=1e-5)
+    torch.testing.assert_close(h_n, ref_h_n, rtol=0, atol=1e-5)
