@@ -31,18 +31,19 @@ from seq2seq.training.step import build_optimizer
 from stepwise_ab import batch
 
 
-def alternate(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Median seconds of each run, ``rounds`` rounds each taking turns (one more round first, as warm-up)."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
+def alternate(runs: dict[str, Callable[[], tuple[float, float]]], rounds: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each run, ``rounds`` rounds each taking turns (one more first, as warm-up)."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for _ in range(rounds + 1):
         for name, run in runs.items():
             times[name].append(run())
-    return {name: statistics.median(values[1:]) for name, values in times.items()}
+    return {name: (statistics.median(v[0] for v in values[1:]), statistics.median(v[1] for v in values[1:]))
+            for name, values in times.items()}
 
 
-def with_nn_gru(model: Seq2Seq, run: Callable[[], float]) -> Callable[[], float]:
+def with_nn_gru(model: Seq2Seq, run: Callable[[], tuple[float, float]]) -> Callable[[], tuple[float, float]]:
     """``run`` with a hook on the encoder's nn.GRU, which makes the encoder call it."""
-    def hooked() -> float:
+    def hooked() -> tuple[float, float]:
         hook = model.encoder.gru.register_forward_hook(lambda *args: None)
         try:
             return run()
@@ -51,20 +52,23 @@ def with_nn_gru(model: Seq2Seq, run: Callable[[], float]) -> Callable[[], float]
     return hooked
 
 
-def timed(work: Callable[[], object], repeats: int) -> Callable[[], float]:
-    def run() -> float:
-        start = time.perf_counter()
+def timed(work: Callable[[], object], repeats: int) -> Callable[[], tuple[float, float]]:
+    """A run of ``work`` ``repeats`` times -> seconds per repeat, wall and this process's CPU time. On one
+    thread the CPU time leaves out the time other jobs of a shared machine held the core."""
+    def run() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(repeats):
             work()
-        return (time.perf_counter() - start) / repeats
+        return (time.perf_counter() - wall) / repeats, (time.process_time() - cpu) / repeats
     return run
 
 
-def report(phase: str, medians: dict[str, float], tokens: int | None = None) -> None:
-    fused, packed = medians["fused"], medians["nn.GRU"]
-    rate = "" if tokens is None else f" ({tokens / fused:,.0f} vs {tokens / packed:,.0f} target tokens/s)"
+def report(phase: str, medians: dict[str, tuple[float, float]], tokens: int | None = None) -> None:
+    (fused, fused_cpu), (packed, packed_cpu) = medians["fused"], medians["nn.GRU"]
+    rate = "" if tokens is None else f"; {tokens / fused:,.0f} vs {tokens / packed:,.0f} target tokens/s"
     print(f"{phase}: fused {fused * 1e3:,.1f} ms, nn.GRU {packed * 1e3:,.1f} ms, fused/nn.GRU time "
-          f"{fused / packed:.3f}{rate}", flush=True)
+          f"{fused / packed:.3f} (CPU time {fused_cpu * 1e3:,.1f} vs {packed_cpu * 1e3:,.1f} ms, "
+          f"{fused_cpu / packed_cpu:.3f}){rate}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

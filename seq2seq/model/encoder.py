@@ -11,6 +11,10 @@ copies), and the permutations travel through pinned memory. Under bf16 autocast 
 GRUs run in fp32 (:func:`run_gru`). In training with dropout between layers the layers run
 one call each, with the dropout drawn from torch's generator (cuDNN's multi-layer call keeps
 a dropout state of its own, which a resumed run cannot restore exactly).
+
+On the CPU while autograd records (training), the same packed data runs through
+:func:`.fused_encoder.fused_gru` instead (:func:`fused_pays`): the same equations and
+parameters, one autograd node per layer instead of several per time step and direction.
 """
 
 from __future__ import annotations

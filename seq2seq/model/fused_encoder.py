@@ -148,8 +148,8 @@ def _backward_steps(d_states: Tensor, states: list[Tensor], trace: list[tuple], 
     for t in range(len(steps) - 1, 0, -1):
         (start, rows), previous = steps[t], steps[t - 1][0]
         d_gh[:, previous + rows:start].zero_()  # nor do those of the sentences that ended at step t - 1
-        d_gi_t, d_gh_t, dh_z = gru_cell_backward(d_states[:, start:start + rows], states[t - 1][:, :rows], *trace[t],
-                                                 out=(d_gi[:, start:start + rows], d_gh[:, previous:previous + rows]))
+        _, d_gh_t, dh_z = gru_cell_backward(d_states[:, start:start + rows], states[t - 1][:, :rows], *trace[t],
+                                            out=(d_gi[:, start:start + rows], d_gh[:, previous:previous + rows]))
         if hh.dtype == torch.float32:
             d_states[:, previous:previous + rows] += torch.baddbmm(dh_z, d_gh_t, hh)
         else:
@@ -158,6 +158,18 @@ def _backward_steps(d_states: Tensor, states: list[Tensor], trace: list[tuple], 
     _, d_gh_first, _ = gru_cell_backward(d_states[:, :rows], states[0].new_zeros(states[0].shape), *trace[0],
                                          out=(d_gi[:, :rows], None))
     return d_gi, d_gh, d_gh_first
+
+
+def _forward(x: Tensor, layout: PackedLayout, params: list[Tensor] | tuple[Tensor, ...], trace: list[tuple] | None
+             ) -> tuple[LayerWeights, Tensor, list[Tensor], Tensor]:
+    """One layer over packed rows x (N, in) without autograd -> its weights and aligned inputs (D, N, in) in the
+    product dtype, the states of each step and all of them aligned (D, N, H) fp32 (:func:`run_layer`)."""
+    dtype = product_dtype(x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        w = layer_weights(params, dtype)
+        inputs = aligned_inputs(x, layout, w.hh_t.size(0), dtype)
+        states = run_layer(inputs, layout, w, trace)
+        return w, inputs, states, torch.cat(states, dim=1)
 
 
 class FusedGRULayer(torch.autograd.Function):
@@ -170,18 +182,12 @@ class FusedGRULayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, layout, *params):
-        dtype = product_dtype(x.device)
-        with torch.autocast(x.device.type, enabled=False):
-            w = layer_weights(params, dtype)
-            inputs = aligned_inputs(x, layout, w.hh_t.size(0), dtype)
-            trace: list[tuple] = []
-            states = run_layer(inputs, layout, w, trace)
-            aligned = torch.cat(states, dim=1)
-            output, h_n = from_aligned(aligned, layout), aligned.index_select(1, layout.last)
-        # Not outputs (output copies aligned when D = 2; when D = 1 it is a view), so no cycle through ctx.
+        trace: list[tuple] = []
+        w, inputs, states, aligned = _forward(x, layout, params, trace)
+        # ctx holds no output (an output on ctx would form a cycle output -> grad_fn -> ctx -> output).
         ctx.layout, ctx.w, ctx.inputs, ctx.states, ctx.aligned, ctx.trace = layout, w, inputs, states, aligned, trace
         ctx.x_dtype = x.dtype
-        return output, h_n
+        return from_aligned(aligned, layout), aligned.index_select(1, layout.last)
 
     @staticmethod
     def backward(ctx, d_output, d_h_n):
@@ -225,11 +231,7 @@ def fused_gru(gru: nn.GRU, packed: PackedSequence, training: bool) -> tuple[Pack
         if torch.is_grad_enabled():
             data, h_layer = FusedGRULayer.apply(data, layout, *params)
         else:
-            dtype = product_dtype(data.device)
-            with torch.autocast(data.device.type, enabled=False):
-                w = layer_weights(params, dtype)
-                inputs = aligned_inputs(data, layout, w.hh_t.size(0), dtype)
-                aligned = torch.cat(run_layer(inputs, layout, w), dim=1)
-                data, h_layer = from_aligned(aligned, layout), aligned.index_select(1, layout.last)
+            aligned = _forward(data, layout, params, None)[-1]
+            data, h_layer = from_aligned(aligned, layout), aligned.index_select(1, layout.last)
         h_n.append(h_layer)
     return PackedSequence(data, packed.batch_sizes), torch.cat(h_n)
