@@ -182,6 +182,7 @@ def test_the_fused_layers_run_only_where_they_pay() -> None:
     with nn_gru_path(encoder):
         assert not fused_pays(encoder.gru, inputs)
     assert not fused_pays(encoder.gru, torch.zeros(2, 3, 6, device="meta"))
+    assert not fused_pays(encoder.gru.to(torch.bfloat16), inputs)  # parameters kept in bf16: nn.GRU handles them
 
 
 def test_without_autograd_the_fused_layers_give_nn_grus_output() -> None:

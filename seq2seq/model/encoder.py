@@ -110,9 +110,10 @@ def _one_layer(gru: nn.GRU, weights: list[Tensor], data: Tensor, inputs: Tensor 
 def fused_pays(gru: nn.GRU, inputs: Tensor) -> bool:
     """Whether :func:`.fused_encoder.fused_gru` runs ``gru`` here: on the CPU while autograd records (training),
     where it saves nn.GRU's per-step autograd work. Search (no_grad) keeps nn.GRU, which is faster there; CUDA
-    keeps cuDNN; and a hook on the nn.GRU (inspection records its calls) sees the calls it expects."""
+    keeps cuDNN; and a hook on the nn.GRU (inspection records its calls) sees the calls it expects. The fused
+    layers keep fp32 parameters (their gradients come back fp32), as training keeps them under autocast."""
     return (inputs.device.type == "cpu" and torch.is_grad_enabled() and gru.bias
-            and not (gru._forward_hooks or gru._forward_pre_hooks))
+            and gru.weight_hh_l0.dtype == torch.float32 and not (gru._forward_hooks or gru._forward_pre_hooks))
 
 
 def join_directions(h_n: Tensor, num_layers: int, bidirectional: bool) -> Tensor:
