@@ -11,6 +11,10 @@ copies), and the permutations travel through pinned memory. Under bf16 autocast 
 GRUs run in fp32 (:func:`run_gru`). In training with dropout between layers the layers run
 one call each, with the dropout drawn from torch's generator (cuDNN's multi-layer call keeps
 a dropout state of its own, which a resumed run cannot restore exactly).
+
+On the CPU while autograd records (training), the same packed data runs through
+:func:`.fused_encoder.fused_gru` instead (:func:`fused_pays`): the same equations and
+parameters, one autograd node per layer instead of several per time step and direction.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..device import to_device_async
+from .fused_encoder import fused_gru
 
 
 @dataclass
@@ -111,6 +116,15 @@ def _one_layer(gru: nn.GRU, weights: list[Tensor], data: Tensor, inputs: Tensor 
     return torch._VF.gru(data, hidden, weights, gru.bias, 1, 0.0, True, gru.bidirectional, True)
 
 
+def fused_pays(gru: nn.GRU, inputs: Tensor) -> bool:
+    """Whether :func:`.fused_encoder.fused_gru` runs ``gru`` here: on the CPU while autograd records (training),
+    where it saves nn.GRU's per-step autograd work. Search (no_grad) keeps nn.GRU, which is faster there; CUDA
+    keeps cuDNN; and a hook on the nn.GRU (inspection records its calls) sees the calls it expects. The fused
+    layers keep fp32 parameters (their gradients come back fp32), as training keeps them under autocast."""
+    return (inputs.device.type == "cpu" and torch.is_grad_enabled() and gru.bias
+            and gru.weight_hh_l0.dtype == torch.float32 and not (gru._forward_hooks or gru._forward_pre_hooks))
+
+
 def join_directions(h_n: Tensor, num_layers: int, bidirectional: bool) -> Tensor:
     """h_n (L*D, B, H) -> (L, B, D*H): per layer, the forward and backward final states side by side.
 
@@ -162,7 +176,10 @@ class Encoder(nn.Module):
             restore[order] = torch.arange(len(order))
             embedded = embedded.index_select(0, to_device_async(order, embedded.device))
         packed = pack_padded_sequence(embedded, lengths[order], batch_first=True, enforce_sorted=True)
-        packed_output, h_n = run_gru(self.gru, packed, training=self.training)
+        if fused_pays(self.gru, embedded):
+            packed_output, h_n = fused_gru(self.gru, packed, self.training)
+        else:
+            packed_output, h_n = run_gru(self.gru, packed, training=self.training)
         # total_length keeps S columns even when the batch was padded beyond its longest sentence.
         output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=src_ids.size(1))
         if not in_order:

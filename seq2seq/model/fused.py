@@ -88,25 +88,28 @@ def gather_weights(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch
 
 
 def gru_cell(gi: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """PyTorch's GRU cell from its two products: gi = W_ih x + b_ih, gh = W_hh h + b_hh, both (B, 3H) fp32.
+    """PyTorch's GRU cell from its two products: gi = W_ih x + b_ih, gh = W_hh h + b_hh, both (..., B, 3H) fp32.
 
-    Returns h' (B, H) and the gates r, z, n and W_hn h + b_hn that the backward pass reads.
+    Returns h' (..., B, H) and the gates r, z, n and W_hn h + b_hn that the backward pass reads.
     """
-    size = h.size(1)
-    rz = torch.sigmoid(gi[:, :2 * size] + gh[:, :2 * size])
-    r, z = rz[:, :size], rz[:, size:]
-    gh_n = gh[:, 2 * size:]
-    n = torch.tanh(torch.addcmul(gi[:, 2 * size:], r, gh_n))
+    size = h.size(-1)
+    rz = torch.sigmoid(gi[..., :2 * size] + gh[..., :2 * size])
+    r, z = rz[..., :size], rz[..., size:]
+    gh_n = gh[..., 2 * size:]
+    n = torch.tanh(torch.addcmul(gi[..., 2 * size:], r, gh_n))
     return torch.addcmul(n, z, h - n), (r, z, n, gh_n)
 
 
-def gru_cell_backward(dh_new: Tensor, h: Tensor, r: Tensor, z: Tensor, n: Tensor, gh_n: Tensor
-                      ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients through one cell: dh' (B, H) -> d gi (B, 3H), d gh (B, 3H), and dh through z alone (B, H)."""
+def gru_cell_backward(dh_new: Tensor, h: Tensor, r: Tensor, z: Tensor, n: Tensor, gh_n: Tensor,
+                      out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients through one cell: dh' (..., B, H) -> d gi, d gh (..., B, 3H), and dh through z alone (..., B, H).
+    ``out``: where to write d gi and d gh (e.g. rows of a buffer for every step)."""
     dn_pre = dh_new * (1 - z) * (1 - n * n)
     dz_pre = dh_new * (h - n) * z * (1 - z)
     dr_pre = dn_pre * gh_n * r * (1 - r)
-    return torch.cat([dr_pre, dz_pre, dn_pre], 1), torch.cat([dr_pre, dz_pre, dn_pre * r], 1), dh_new * z
+    d_gi, d_gh = (None, None) if out is None else out
+    return (torch.cat([dr_pre, dz_pre, dn_pre], -1, out=d_gi), torch.cat([dr_pre, dz_pre, dn_pre * r], -1, out=d_gh),
+            dh_new * z)
 
 
 def affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
