@@ -119,6 +119,16 @@ def affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.mm(x.to(weight.dtype), weight.t()).float() + bias
 
 
+def product(x: Tensor, weight: Tensor) -> Tensor:
+    """x (N, O) fp32 times weight (O, I) in the weight's dtype -> (N, I) fp32: a gradient through x = ... W^T."""
+    return torch.mm(x.to(weight.dtype), weight).float()
+
+
+def _add_product(acc: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """acc + x @ weight, fp32 (one fused product when the weight is fp32)."""
+    return torch.addmm(acc, x, weight) if weight.dtype == torch.float32 else acc + product(x, weight)
+
+
 def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
              drop: Tensor | None, w: LoopWeights, trace: LoopTrace | None = None
              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -247,20 +257,23 @@ def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: Loo
     for t in range(steps - 1, -1, -1):
         dh[-1] = dh[-1] + d_top[t]
         for k in range(layers - 1, -1, -1):
-            gi_grad, gh_grad, dh[k] = gru_cell_backward(dh[k], trace.hiddens[k][t], *trace.gates[k][t])
-            d_gi[k][t] = gi_grad
-            if k == layers - 1:
+            top = k == layers - 1  # its d gh goes to d_top_q, beside the query's gradient
+            gi_grad, gh_grad, dh[k] = gru_cell_backward(dh[k], trace.hiddens[k][t], *trace.gates[k][t],
+                                                        out=(d_gi[k][t], None if top else d_gh[k][t]))
+            if top:
                 d_top_q[t, :, :3 * size] = gh_grad
             else:
-                d_gh[k][t] = gh_grad
-                dh[k] = dh[k] + torch.mm(gh_grad.to(w.hh[k].dtype), w.hh[k]).float()
+                dh[k] = _add_product(dh[k], gh_grad, w.hh[k])
             if k > 0:
-                d_below = torch.mm(gi_grad.to(w.ih[k - 1].dtype), w.ih[k - 1]).float()
-                dh[k - 1] = dh[k - 1] + (d_below if drop is None else d_below * drop[k - 1, t])
-        d_ctx[t] = d_context[t] + torch.mm(d_gi[0][t].to(w.ih_context.dtype), w.ih_context).float()
+                if drop is None:
+                    dh[k - 1] = _add_product(dh[k - 1], gi_grad, w.ih[k - 1])
+                else:
+                    d_below = torch.mm(gi_grad.to(w.ih[k - 1].dtype), w.ih[k - 1]).float()
+                    dh[k - 1] = torch.addcmul(dh[k - 1], d_below, drop[k - 1, t])
+        torch.add(d_context[t], product(d_gi[0][t], w.ih_context), out=d_ctx[t])
         d_top_q[t, :, 3 * size:] = additive_step_backward(d_ctx[t], trace.energies[t], trace.weights[t], values,
                                                           w.energy, d_keys, d_energy)
-        dh[-1] = dh[-1] + torch.mm(d_top_q[t].to(w.top.dtype), w.top).float()
+        dh[-1] = _add_product(dh[-1], d_top_q[t], w.top)
     return d_gi, d_gh, d_top_q, d_ctx, torch.stack(dh), d_keys, d_energy
 
 
