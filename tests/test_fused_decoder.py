@@ -22,6 +22,7 @@ from seq2seq.model.decoder import DecoderState, _Recurrence
 from seq2seq.model.fused import LoopWeights, StepwiseRecurrence, gru_cell, loop_parameters, run_loop
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import search
+from tiny_models import assert_decoder_gru_called_only_when_hooked  # tests/tiny_models.py
 
 FIXTURE = Path(__file__).parent / "data" / "bahdanau_nn_gru.pt"
 VOCAB = 19
@@ -138,19 +139,7 @@ def _differentiable_weights(params: list[torch.Tensor], num_layers: int) -> Loop
 
 def test_training_and_stepping_never_call_the_decoders_nn_gru_unless_it_is_hooked() -> None:
     model, (src, lengths, tgt_in) = _model(2).train(), _batch()
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("nn.GRU called")
-
-    model.decoder.gru.forward = refuse
-    model(src, lengths, tgt_in).sum().backward()
-    enc = model.encode(src, lengths)
-    model.decode_step(tgt_in[:, 0], model.init_state(enc), enc)
-    calls = []
-    del model.decoder.gru.forward
-    model.decoder.gru.register_forward_hook(lambda *_: calls.append(1))  # inspection records nn.GRU calls
-    model(src, lengths, tgt_in)
-    assert len(calls) == tgt_in.size(1)
+    assert_decoder_gru_called_only_when_hooked(model, src, lengths, tgt_in)
 
 
 def test_dropout_between_layers_comes_from_torchs_generator() -> None:

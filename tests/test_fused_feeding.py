@@ -24,6 +24,7 @@ from seq2seq.model.fused import gru_cell, gru_cell_backward
 from seq2seq.model.fused_feeding import FeedingRecurrence, FeedingWeights, feeding_parameters, run_feeding_loop
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import search
+from tiny_models import assert_decoder_gru_called_only_when_hooked  # tests/tiny_models.py
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = 19
@@ -187,19 +188,7 @@ def test_a_checkpoint_decodes_the_same_on_the_fused_and_the_nn_gru_paths(attenti
 def test_training_and_stepping_never_call_the_decoders_nn_gru_unless_it_is_hooked() -> None:
     # Dropout 0: with dropout, training runs nn.GRU layer by layer below its forward (encoder.run_gru).
     model, (src, lengths, tgt_in) = _model(2).train(), _batch()
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("nn.GRU called")
-
-    model.decoder.gru.forward = refuse
-    model(src, lengths, tgt_in).sum().backward()
-    enc = model.encode(src, lengths)
-    model.decode_step(tgt_in[:, 0], model.init_state(enc), enc)
-    calls = []
-    del model.decoder.gru.forward
-    model.decoder.gru.register_forward_hook(lambda *_: calls.append(1))  # inspection records nn.GRU calls
-    model(src, lengths, tgt_in)
-    assert len(calls) == tgt_in.size(1)
+    assert_decoder_gru_called_only_when_hooked(model, src, lengths, tgt_in)
 
 
 def test_bf16_autocast_trains_and_searches_with_fp32_state() -> None:

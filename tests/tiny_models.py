@@ -24,3 +24,22 @@ def write_random_checkpoint(path: Path, tokenizer: Any, seed: int, **model: Any)
     net = Seq2Seq.from_config(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     save_checkpoint(build_checkpoint(cfg, net.state_dict(), tokenizer.to_state()), path)
     return path
+
+
+def assert_decoder_gru_called_only_when_hooked(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor,
+                                               tgt_in: torch.Tensor) -> None:
+    """A fused decoder neither trains nor steps through its nn.GRU, but makes one call per target step when a
+    forward hook watches it (the inspection tools record the gates that way)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("nn.GRU called")
+
+    model.decoder.gru.forward = refuse
+    model(src, lengths, tgt_in).sum().backward()
+    enc = model.encode(src, lengths)
+    model.decode_step(tgt_in[:, 0], model.init_state(enc), enc)
+    calls = []
+    del model.decoder.gru.forward
+    model.decoder.gru.register_forward_hook(lambda *_: calls.append(1))
+    model(src, lengths, tgt_in)
+    assert len(calls) == tgt_in.size(1)
