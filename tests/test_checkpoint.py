@@ -84,11 +84,15 @@ def test_open_run_refuses_an_existing_run_naming_the_dir_and_both_flags(tmp_path
         open_run(tmp_path / "fresh", resume=True, overwrite=False)
 
 
-def test_resume_config_keeps_the_stored_run_and_allows_only_stopping_changes() -> None:
-    stored = config_from_dict({"train": {"max_steps": 100, "lr": 0.001}})
+def test_resume_config_keeps_the_stored_run_and_allows_only_stopping_changes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    stored = config_from_dict({"train": {"max_steps": 100, "lr": 0.001, "keep_last": 5}})
     given = config_from_dict({"train": {"max_steps": 300, "patience": 9, "lr": 0.001}, "decode": {"beam_size": 3}})
-    merged = resume_config(stored, given, "run/last.pt")
+    with caplog.at_level("WARNING", logger="seq2seq.training"):
+        merged = resume_config(stored, given, "run/last.pt")
     assert (merged.train.max_steps, merged.train.patience, merged.decode.beam_size) == (300, 9, 3)
+    assert merged.train.keep_last == 0  # the resume command did not repeat --set train.keep_last=5 ...
+    assert "train.keep_last 5 -> 0" in caplog.text and "train.max_steps 100 -> 300" in caplog.text  # ... and is told
     reshaped = config_from_dict({"model": {"hidden_size": 8, "num_layers": 3}, "train": {"max_steps": 100,
                                                                                           "lr": 0.001}})
     with pytest.raises(ConfigError, match=r"run/last.pt.*model.hidden_size.*model.num_layers"):

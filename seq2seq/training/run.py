@@ -240,6 +240,11 @@ def resume_config(stored: Config, given: Config, path: str | Path) -> Config:
     for key in changed:
         section, name = key.split(".", 1)
         merged[section][name] = given_flat[key]
+    train_changes = [key for key in changed if key.startswith("train.")]
+    if train_changes and is_launch_main():
+        # Said aloud: a resume command without the first command's --set (say train.keep_last) changes them too.
+        logger.warning("resuming %s with %s", path, ", ".join(f"{key} {stored_flat.get(key)!r} -> {given_flat[key]!r}"
+                                                            for key in train_changes))
     return config_from_dict(merged)
 
 
