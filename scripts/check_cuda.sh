@@ -4,7 +4,7 @@
 #   scripts/check_cuda.sh                 # on a GPU machine
 #   scripts/check_cuda.sh --cpu-dry-run   # every step on the CPU, shortened: checks the script itself
 #
-# 1. the CUDA tests (tests/test_cuda.py; they skip without a GPU) and the fused-decoder tests;
+# 1. the CUDA tests (tests/test_cuda.py; they skip without a GPU) and the fused encoder and decoder tests;
 # 2. the GRU dtype under bf16 autocast, host syncs and kernel launches per training step and per decoder step;
 # 3. two epochs of Multi30k (reference config, bf16) at two token batch sizes: epoch time, tokens/s,
 #    GPU utilisation, peak GPU memory, dev BLEU;
@@ -35,7 +35,8 @@ fi
 echo "device $DEVICE; output in $OUT"
 
 echo "== 1. tests"
-$PY -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_fused_decoder.py tests/test_gru_paths.py
+$PY -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_fused_decoder.py tests/test_fused_feeding.py \
+    tests/test_fused_encoder.py tests/test_gru_paths.py
 
 echo "== 2. dtype, host syncs, kernel launches"
 $PY scripts/cuda_probe.py --config "$CONFIG" --device "$DEVICE"

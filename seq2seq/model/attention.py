@@ -79,7 +79,8 @@ def _chunked_scores(query: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
     in one buffer."""
     rows, group, size = query.shape
     length = keys.size(1)
-    chunk = max(1, ENERGY_CHUNK_ELEMENTS // max(1, group * length * size))
+    # A GPU streams the whole tensor at once; chunks would only add kernel launches there.
+    chunk = rows if keys.is_cuda else max(1, ENERGY_CHUNK_ELEMENTS // max(1, group * length * size))
     scores = torch.empty(rows, group, length, dtype=torch.float32, device=keys.device)
     buffer = torch.empty(min(chunk, rows), group, length, size, dtype=torch.float32, device=keys.device)
     for start in range(0, rows, chunk):
