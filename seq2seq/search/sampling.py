@@ -34,8 +34,8 @@ def sample_search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, option
     rows = torch.arange(batch_size, device=device).repeat_interleave(num_samples)  # sentence of each row
     limits = max_output_lengths(src_lengths, options).repeat_interleave(num_samples)
     limit_rows = limits.to(device)
-    enc = model.encode(src_ids, src_lengths).index_select(rows)
-    state: Any = model.init_state(enc)
+    enc = model.encode(src_ids, src_lengths)  # one row per sentence, shared by its samples (StepModel)
+    state: Any = model.init_state(enc).index_select(rows)
     prev_ids = torch.full((len(rows),), BOS_ID, dtype=torch.long, device=device)
     history = torch.empty(len(rows), 0, dtype=torch.long, device=device)
     log_prob = torch.zeros(len(rows), device=device)
