@@ -43,3 +43,22 @@ def assert_decoder_gru_called_only_when_hooked(model: Seq2Seq, src: torch.Tensor
     model.decoder.gru.register_forward_hook(lambda *_: calls.append(1))
     model(src, lengths, tgt_in)
     assert len(calls) == tgt_in.size(1)
+
+
+def objects_left_in_cycles_by_a_backward(model: Seq2Seq, batch: tuple[torch.Tensor, ...]) -> list[str]:
+    """Type names of the tensors and autograd nodes that only Python's cycle collector would free after one
+    forward and backward of ``model`` on ``batch``: a cycle through an autograd node keeps every step's
+    activations alive until the collector happens to run (gigabytes in a long training run)."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        model(*batch).sum().backward()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        return [type(o).__name__ for o in gc.garbage if torch.is_tensor(o) or "Backward" in type(o).__name__]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
