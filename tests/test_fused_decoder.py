@@ -22,7 +22,7 @@ from seq2seq.model.fused import LoopWeights, StepwiseRecurrence, gru_cell, loop_
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import search
 from tiny_models import (assert_decoder_gru_called_only_when_hooked,  # tests/tiny_models.py
-                         objects_left_in_cycles_by_a_backward)
+                         objects_left_in_cycles_by_a_backward, random_batch)
 
 FIXTURE = Path(__file__).parent / "data" / "bahdanau_nn_gru.pt"
 VOCAB = 19
@@ -37,13 +37,7 @@ def _model(num_layers: int, seed: int = 0, **changes) -> Seq2Seq:
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(3)
-    lengths = torch.tensor([6, 2, 4, 1, 5])
-    src = torch.randint(4, VOCAB, (5, 6), generator=generator)
-    src[torch.arange(6)[None, :] >= lengths[:, None]] = 0
-    tgt_in = torch.randint(4, VOCAB, (5, 7), generator=generator)
-    tgt_in[:, 0] = 2
-    return src, lengths, tgt_in
+    return random_batch(VOCAB)
 
 
 def _nn_gru_step(decoder, embedded_t, state, enc) -> _Recurrence:

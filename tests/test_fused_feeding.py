@@ -24,7 +24,7 @@ from seq2seq.model.fused_feeding import FeedingRecurrence, FeedingWeights, feedi
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import search
 from tiny_models import (assert_decoder_gru_called_only_when_hooked,  # tests/tiny_models.py
-                         objects_left_in_cycles_by_a_backward)
+                         objects_left_in_cycles_by_a_backward, random_batch)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = 19
@@ -40,13 +40,7 @@ def _model(num_layers: int, attention: str = "luong_general", dropout: float = 0
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(3)
-    lengths = torch.tensor([6, 2, 4, 1, 5])
-    src = torch.randint(4, VOCAB, (5, 6), generator=generator)
-    src[torch.arange(6)[None, :] >= lengths[:, None]] = 0
-    tgt_in = torch.randint(4, VOCAB, (5, 7), generator=generator)
-    tgt_in[:, 0] = 2
-    return src, lengths, tgt_in
+    return random_batch(VOCAB)
 
 
 def _loss_and_grads(model: Seq2Seq, batch, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -62,3 +62,14 @@ def objects_left_in_cycles_by_a_backward(model: Seq2Seq, batch: tuple[torch.Tens
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
+
+
+def random_batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed batch of 5 padded sources (lengths 6, 2, 4, 1, 5, PAD = 0) and targets of 7 tokens (BOS first)."""
+    generator = torch.Generator().manual_seed(3)
+    lengths = torch.tensor([6, 2, 4, 1, 5])
+    src = torch.randint(4, vocab, (5, 6), generator=generator)
+    src[torch.arange(6)[None, :] >= lengths[:, None]] = 0
+    tgt_in = torch.randint(4, vocab, (5, 7), generator=generator)
+    tgt_in[:, 0] = 2
+    return src, lengths, tgt_in
