@@ -61,9 +61,12 @@ def real_positions(tgt_out_ids: Tensor, num_tokens: int | None = None) -> Tensor
     With ``num_tokens`` (it must equal N) the count is known in advance, so a GPU need not report it back.
     """
     real = (tgt_out_ids != PAD_ID).reshape(-1)
-    if num_tokens is None:
-        return real.nonzero()[:, 0]
-    return torch.nonzero_static(real, size=num_tokens)[:, 0]
+    if num_tokens is not None:
+        try:
+            return torch.nonzero_static(real, size=num_tokens)[:, 0]
+        except NotImplementedError:  # torch < 2.6 has no CUDA kernel for it: one device sync instead
+            pass
+    return real.nonzero()[:, 0]
 
 
 def token_loss_sums(logits: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
