@@ -266,8 +266,12 @@ def test_label_smoothed_loss_and_gradients_match_torch_cross_entropy(smoothing: 
     rows = loss_module.real_positions(tgt_out_ids)
     assert rows.tolist() == [0, 1, 2, 3, 4]
     assert loss_module.real_positions(tgt_out_ids, num_tokens=5).tolist() == rows.tolist()
-    with pytest.MonkeyPatch.context() as patch:  # a torch without the static kernel on this device
-        patch.setattr(torch, "nonzero_static", lambda *a, **k: (_ for _ in ()).throw(NotImplementedError()))
+
+    def no_static_kernel(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError("no nonzero_static kernel for this backend")  # CUDA before torch 2.6
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "nonzero_static", no_static_kernel)
         assert loss_module.real_positions(tgt_out_ids, num_tokens=5).tolist() == rows.tolist()
     weights = torch.tensor([0.7, -1.3])  # backward of both sums, with different weights
     sums = loss_module.token_loss_sums(logits.view(-1, 7)[rows], tgt_out_ids.view(-1)[rows], smoothing)
