@@ -24,6 +24,11 @@ def masked_softmax(scores: Tensor, src_mask: Tensor) -> Tensor:
     return torch.softmax(scores, dim=-1)
 
 
+def softmax_bias(src_mask: Tensor) -> Tensor:
+    """src_mask (B, S) bool, True = real token -> (B, S) fp32: 0 on real tokens, -inf on padding, to add to scores."""
+    return torch.zeros(src_mask.shape, device=src_mask.device).masked_fill_(~src_mask, float("-inf"))
+
+
 def weighted_context(weights: Tensor, values: Tensor) -> Tensor:
     """The attention-weighted sum of values: weights (B, T, S), values (B, S, C) -> context (B, T, C)."""
     return torch.bmm(weights.to(values.dtype), values)

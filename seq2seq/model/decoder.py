@@ -20,15 +20,16 @@ vectors: the readout and the vocabulary projection run once over (B, T, *) after
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import attend_grouped, build_attention
+from .attention import attend_grouped, build_attention, softmax_bias
 from .encoder import EncoderOutput, run_gru
-from .fused import LoopWeights, StepwiseRecurrence, gather_weights, loop_parameters, product_dtype, run_loop
+from .fused import (LoopWeights, StepwiseRecurrence, gather_weights, layer_dropout, loop_parameters, product_dtype,
+                    run_loop)
 from .fused_feeding import FeedingWeights, gather_feeding_weights, run_feeding
 
 AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
@@ -236,12 +237,9 @@ class Decoder(nn.Module):
 
     def _feeding_weights(self, dtype: torch.dtype, embedding_size: int) -> FeedingWeights:
         """The input-feeding loop's weights for search, arranged once per search as :meth:`_inference_weights`."""
-        key = (dtype, *(p.data_ptr() for p in (*self.gru._flat_weights, self.readout.weight, self.readout.bias)))
-        cached = self.__dict__.get("_weights_cache")
-        if cached is None or cached[0] != key:
-            weights = gather_feeding_weights(self.gru, self.readout, embedding_size, dtype)
-            self.__dict__["_weights_cache"] = cached = (key, weights)
-        return cached[1]
+        params = (*self.gru._flat_weights, self.readout.weight, self.readout.bias)
+        return self._arranged(dtype, params, lambda: gather_feeding_weights(self.gru, self.readout, embedding_size,
+                                                                            dtype))
 
     def _bahdanau(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """Bahdanau et al. 2015 over T steps (T = 1 when stepping): attend from the previous top-layer state,
@@ -257,12 +255,8 @@ class Decoder(nn.Module):
         differentiable = torch.is_grad_enabled() and (gi_embedded.requires_grad or any(p.requires_grad for p in params))
         if differentiable:
             enc = enc.for_rows(embedded.size(0))  # the autograd loop wants one encoder row per hypothesis
-        mask_bias = torch.zeros(enc.src_mask.shape, device=embedded.device).masked_fill_(~enc.src_mask, float("-inf"))
-        drop = None
-        if self.training and gru.dropout > 0:
-            keep = 1.0 - gru.dropout  # nn.GRU's dropout between layers, drawn from torch's generator
-            shape = (gru.num_layers - 1, embedded.size(1), embedded.size(0), gru.hidden_size)
-            drop = torch.empty(shape, device=embedded.device).bernoulli_(keep).div_(keep)
+        mask_bias = softmax_bias(enc.src_mask)
+        drop = layer_dropout(gru, embedded.size(1), embedded.size(0), embedded.device, self.training)
         if differentiable:
             top, context, weights, hidden = StepwiseRecurrence.apply(
                 gi_embedded, state.hidden, enc.keys, enc.output, mask_bias, drop, size, gru, query_proj, energy,
@@ -280,12 +274,16 @@ class Decoder(nn.Module):
         """The loop's weights for search, arranged (and cast) once per search rather than at every step.
         :meth:`forget_arranged_weights` (``Seq2Seq.encode`` calls it) drops them: parameter versions cannot
         tell, since fused optimizers update the weights in place without bumping them."""
-        params = loop_parameters(self.gru, self.attention.query_proj, self.attention.energy, embedding_size)
+        query_proj, energy = self.attention.query_proj, self.attention.energy
+        return self._arranged(dtype, loop_parameters(self.gru, query_proj, energy, embedding_size),
+                              lambda: gather_weights(self.gru, query_proj, energy, embedding_size, dtype))
+
+    def _arranged(self, dtype: torch.dtype, params: Sequence[Tensor], arrange: Callable[[], Any]) -> Any:
+        """``arrange()``, kept until the dtype or a parameter's storage changes, or the next search begins."""
         key = (dtype, *(p.data_ptr() for p in params))
         cached = self.__dict__.get("_weights_cache")
         if cached is None or cached[0] != key:
-            weights = gather_weights(self.gru, self.attention.query_proj, self.attention.energy, embedding_size, dtype)
-            self.__dict__["_weights_cache"] = cached = (key, weights)
+            self.__dict__["_weights_cache"] = cached = (key, arrange())
         return cached[1]
 
     def forget_arranged_weights(self) -> None:

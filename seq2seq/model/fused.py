@@ -73,6 +73,14 @@ def product_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def layer_dropout(gru: torch.nn.GRU, steps: int, batch: int, device: torch.device, training: bool) -> Tensor | None:
+    """nn.GRU's dropout between layers, from torch's generator (resume draws the same): (L-1, T, B, H) or None."""
+    if not (training and gru.dropout > 0):
+        return None
+    keep = 1.0 - gru.dropout
+    return torch.empty(gru.num_layers - 1, steps, batch, gru.hidden_size, device=device).bernoulli_(keep).div_(keep)
+
+
 def gather_weights(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch.nn.Linear, embedding_size: int,
                    dtype: torch.dtype) -> LoopWeights:
     """The decoder's parameters arranged for the loop (detached; the caller passes the originals to autograd)."""

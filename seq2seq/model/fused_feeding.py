@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .fused import affine, gru_cell, gru_cell_backward, mm_t, product_dtype
+from .attention import softmax_bias
+from .fused import affine, gru_cell, gru_cell_backward, layer_dropout, mm_t, product_dtype
 
 
 @dataclass
@@ -84,12 +85,8 @@ def run_feeding(gru: torch.nn.GRU, readout: torch.nn.Linear, embedded: Tensor, h
     keys (B, S, H), values (B, S, C), src_mask (B, S). Through :class:`FeedingRecurrence` while autograd
     records, else the plain loop (:func:`feeding_step` for one step) on ``arranged(dtype)``, once per search."""
     (batch, steps, size), gates = embedded.shape, 3 * gru.hidden_size
-    mask_bias = torch.zeros(src_mask.shape, device=embedded.device).masked_fill_(~src_mask, float("-inf"))
-    drop = None
-    if training and gru.dropout > 0:
-        keep = 1.0 - gru.dropout  # nn.GRU's dropout between layers, in the mask layout of .fused
-        shape = (gru.num_layers - 1, steps, batch, gru.hidden_size)
-        drop = torch.empty(shape, device=embedded.device).bernoulli_(keep).div_(keep)
+    mask_bias = softmax_bias(src_mask)
+    drop = layer_dropout(gru, steps, batch, embedded.device, training)  # the mask layout of .fused
     params = feeding_parameters(gru, readout, size) if torch.is_grad_enabled() else []  # search skips the slicing
     differentiable = [embedded, hidden, feed, keys, values, gru.bias_ih_l0, readout.bias, *params]
     recording = bool(params) and any(x.requires_grad for x in differentiable)
