@@ -73,7 +73,7 @@ def test_epochs_are_counted_from_one_and_never_past_max_epochs(logged_run):
     for step, epoch, _ in epochs:
         assert epoch == -(-step // steps_per_epoch)  # the epoch that step belongs to
     assert epochs[-1][0] == result.steps and epochs[-1][1] == 2  # the line after the last validation
-    assert f"after {result.steps} steps (2 full epochs)" in text
+    assert f"after {result.steps} steps (2 full epochs, " in text
 
 
 def test_tensorboard_gets_labelled_losses_grad_norm_config_and_dev_translations(logged_run):

@@ -14,7 +14,7 @@ import torch
 import seq2seq.training.loop as train_module
 import seq2seq.training.loss as loss_module
 import seq2seq.training.step as step_module
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.cli import main
 from seq2seq.config import Config, TrainConfig, config_from_dict
 from seq2seq.device import AmpSettings
@@ -110,6 +110,29 @@ def test_resume_may_raise_max_steps_and_continues_exactly(data_dir: Path, tmp_pa
     assert resumed.losses == {step: loss for step, loss in full.losses.items() if step > 3}
     assert [v.bleu for v in resumed.validations] == [v.bleu for v in full.validations if v.step > 3]
     _assert_same_weights(full_dir / "last.pt", tmp_path / "split" / "last.pt")
+
+
+def test_training_time_adds_up_over_resumed_sessions(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = train(digits_config(data_dir, max_steps=3), run_dir)
+    saved = load_checkpoint(run_dir / "last.pt")
+    assert 0 < saved["train_state"]["train_seconds"] <= first.train_seconds
+    saved["train_state"]["train_seconds"] = 7200.0  # as if the first session had trained for two hours
+    save_checkpoint(saved, run_dir / "last.pt")
+    resumed = train(digits_config(data_dir, max_steps=6), run_dir, resume=True)
+    assert 7200 < resumed.train_seconds < 7200 + 600
+    assert load_checkpoint(run_dir / "last.pt")["train_state"]["train_seconds"] == resumed.train_seconds
+    assert "2h00m of training" in (run_dir / "train.log").read_text().splitlines()[-1]
+
+
+def test_a_checkpoint_from_before_training_time_was_kept_resumes(data_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(digits_config(data_dir, max_steps=3), run_dir)
+    saved = load_checkpoint(run_dir / "last.pt")
+    del saved["train_state"]["train_seconds"]
+    save_checkpoint(saved, run_dir / "last.pt")
+    resumed = train(digits_config(data_dir, max_steps=6), run_dir, resume=True)
+    assert resumed.steps == 6 and 0 < resumed.train_seconds < 600  # this session's time only
 
 
 def test_resume_refuses_a_changed_model_shape_naming_the_key(data_dir: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from ..data import PreparedData, Tokenizer, prepare
 from ..data.subwords import SubwordSampler
 from ..device import AmpSettings, resolve_amp
 from ..errors import CheckpointError, DataError, Seq2SeqError, StorageError
+from ..logs import format_duration
 from ..model import Seq2Seq
 from . import distributed as dist_utils
 from .batching import epoch_groups, remaining_groups, target_tokens, to_device
@@ -56,6 +57,7 @@ class TrainResult:
     losses: dict[int, float] = field(default_factory=dict)
     validations: list[Validation] = field(default_factory=list)
     exit_status: int = 0  # 128 + the signal that stopped the run (130 SIGINT, 143 SIGTERM), else 0
+    train_seconds: float = 0.0  # wall time of every session of the run, earlier ones (--resume) included
 
 
 @dataclass
@@ -142,7 +144,8 @@ def _build_run(cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None, ct
     state = TrainState() if checkpoint is None else restore_training(checkpoint, model, optimizer, scaler, ctx.rank)
     wrapped = DistributedDataParallel(objective) if ctx.is_distributed else objective
     reporter = Reporter(run_dir, tcfg, ctx, steps_per_epoch=len(epoch_groups(data.train, tcfg, 0, ctx)),
-                        start_step=state.step, config_yaml=yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+                        start_step=state.step, config_yaml=yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
+                        start_seconds=state.train_seconds)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -203,12 +206,14 @@ def _finish(run: _Run, stop: str) -> TrainResult:
                      else "no dev set, so no best.pt")
         if math.isfinite(state.best_score) and run.cfg.train.stop_metric != "bleu":
             best_text += f" (best.pt by {run.cfg.train.stop_metric})"
-        run.reporter.info(f"stopped ({stop}) after {state.step} steps ({state.epoch} full epochs); {best_text}; "
-                          f"checkpoints in {run_dir}")
+        epochs = f"{state.epoch} full epoch{'' if state.epoch == 1 else 's'}"
+        run.reporter.info(f"stopped ({stop}) after {state.step} steps ({epochs}, "
+                          f"{format_duration(state.train_seconds)} of training); {best_text}; checkpoints in {run_dir}")
     best = run_dir / "best.pt"
     return TrainResult(best_bleu=state.best_bleu, steps=state.step, epochs=state.epoch, stop_reason=stop,
                        last_checkpoint=last, best_checkpoint=best if best.is_file() else None,
-                       losses=run.reporter.losses, validations=run.reporter.validations)
+                       losses=run.reporter.losses, validations=run.reporter.validations,
+                       train_seconds=state.train_seconds)
 
 
 def _guarded_step(run: _Run, group: list[list[int]], num_tokens: int, lr: float) -> Tensor:
@@ -266,6 +271,7 @@ def _checkpoint(run: _Run, train_state: dict[str, Any] | None) -> dict[str, Any]
 def _save_last(run: _Run) -> Path:
     """Write last.pt with everything resuming needs, the RNG states of every process included."""
     rng_states = dist_utils.gather_objects(capture_rng_state(), run.ctx)
+    run.state.train_seconds = run.reporter.training_seconds()
     path = run.run_dir / "last.pt"
     if run.ctx.is_main:
         save_checkpoint(_checkpoint(run, training_state(run.state, run.optimizer, run.scaler, rng_states,

@@ -42,7 +42,7 @@ class Reporter:
     """
 
     def __init__(self, run_dir: Path, tcfg: TrainConfig, ctx: DistContext, steps_per_epoch: int,
-                 start_step: int, config_yaml: str = "") -> None:
+                 start_step: int, config_yaml: str = "", start_seconds: float = 0.0) -> None:
         self.run_dir, self.tcfg, self.ctx = run_dir, tcfg, ctx
         self.config_yaml = config_yaml
         self.steps_per_epoch = steps_per_epoch
@@ -52,6 +52,7 @@ class Reporter:
         self._pending: list[tuple[int, Tensor, int, float]] = []  # step, stats (NUM_STATS,), target tokens, lr
         self._nonfinite_steps: list[int] = []  # the current run of skipped updates
         self._window_start = time.perf_counter()
+        self._session_start, self._earlier_seconds = self._window_start, start_seconds
         self._stack = contextlib.ExitStack()
         self._file: Any = None
         self._writer: Any = None
@@ -87,6 +88,10 @@ class Reporter:
         """The step the run ends at unless it stops early: train.max_steps, else all epochs."""
         by_epochs = self.steps_per_epoch * self.tcfg.max_epochs
         return min(self.tcfg.max_steps, by_epochs) if self.tcfg.max_steps else by_epochs
+
+    def training_seconds(self) -> float:
+        """Wall seconds the run has trained: the earlier sessions' (from last.pt) and this one's so far."""
+        return self._earlier_seconds + time.perf_counter() - self._session_start
 
     def info(self, message: str) -> None:
         self._write(logging.INFO, message)

@@ -44,6 +44,7 @@ class TrainState:
     bad_validations: int = 0  # validations since the best one (early stopping)
     last_validated: int = -1  # the step of the latest validation
     plateau: PlateauState = field(default_factory=PlateauState)
+    train_seconds: float = 0.0  # wall time of every session of the run so far (reported; resuming ignores it)
 
 
 def restore_training(checkpoint: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -59,7 +60,8 @@ def restore_training(checkpoint: dict[str, Any], model: nn.Module, optimizer: to
     return TrainState(step=saved["step"], epoch=saved["epoch"], batches_done=saved["batches_done"],
                       best_bleu=saved["best_bleu"], best_score=saved.get("best_score", saved["best_bleu"]),
                       bad_validations=saved["bad_validations"],
-                      last_validated=saved["last_validated"], plateau=PlateauState.from_state(saved["plateau"]))
+                      last_validated=saved["last_validated"], plateau=PlateauState.from_state(saved["plateau"]),
+                      train_seconds=saved.get("train_seconds", 0.0))
 
 
 def training_state(state: TrainState, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -69,6 +71,7 @@ def training_state(state: TrainState, optimizer: torch.optim.Optimizer, scaler: 
     return {"step": state.step, "epoch": state.epoch, "batches_done": state.batches_done,
             "best_bleu": state.best_bleu, "best_score": state.best_score, "bad_validations": state.bad_validations,
             "last_validated": state.last_validated, "plateau": state.plateau.to_state(),
+            "train_seconds": state.train_seconds,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states,
             "device": device.type if device is not None else ""}
 
