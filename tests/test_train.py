@@ -176,10 +176,10 @@ def test_overwrite_replaces_an_existing_run(data_dir: Path, tmp_path: Path) -> N
 def test_non_finite_losses_skip_updates_then_stop_the_run(data_dir: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    real_sums = loss_module.token_loss_sums
+    real_sums = loss_module.output_loss_sums
 
-    def nan_during_training(log_probs: torch.Tensor, tgt_out_ids: torch.Tensor, smoothing: float) -> torch.Tensor:
-        sums = real_sums(log_probs, tgt_out_ids, smoothing)
+    def nan_during_training(*args: Any) -> torch.Tensor:
+        sums = real_sums(*args)
         return sums * math.nan if torch.is_grad_enabled() and nan_during_training.on else sums
 
     nan_during_training.on = False  # type: ignore[attr-defined]
@@ -191,7 +191,7 @@ def test_non_finite_losses_skip_updates_then_stop_the_run(data_dir: Path, tmp_pa
         nan_during_training.on = calls["n"] > 3  # type: ignore[attr-defined]
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(loss_module, "token_loss_sums", nan_during_training)
+    monkeypatch.setattr(loss_module, "output_loss_sums", nan_during_training)
     monkeypatch.setattr(train_module, "train_step", step)
     with pytest.raises(Seq2SeqError, match="2 updates in a row had a non-finite loss") as info:
         train(digits_config(data_dir, max_nonfinite=2, validate_every=3, max_steps=10), tmp_path / "run")

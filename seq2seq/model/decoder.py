@@ -72,11 +72,17 @@ class StepOutput:
 
 @dataclass
 class DecoderRun:
-    """Teacher forcing over T steps: ``logits`` (B, T, V), ``attention`` (B, T, S) or None, final ``state``."""
+    """Teacher forcing over T steps: ``features`` (B, T, E), the dropped-out readout; ``attention`` (B, T, S) or
+    None; final ``state``; ``logits`` (B, T, V). Training skips ``logits`` (``training.loss.output_loss_sums``)."""
 
-    logits: Tensor
+    features: Tensor
     attention: Tensor | None
     state: DecoderState
+    output: nn.Linear
+
+    @property
+    def logits(self) -> Tensor:
+        return self.output(self.features)
 
 
 @dataclass
@@ -125,11 +131,9 @@ class Decoder(nn.Module):
 
     def forward(self, tgt_in_ids: Tensor, state: DecoderState, enc: EncoderOutput,
                 rows: Tensor | None = None) -> DecoderRun:
-        """Teacher forcing: tgt_in_ids (B, T) long (BOS + target) -> logits (B, T, V), attention (B, T, S) or None.
-
-        With ``rows`` (N,), flat indices into (B * T), the readout and the output layer run for those
-        positions only and ``logits`` is (N, V).
-        """
+        """Teacher forcing: tgt_in_ids (B, T) long (BOS + target) -> features/logits (B, T, *), attention (B, T, S).
+        With ``rows`` (N,), flat indices into (B * T), the readout and output layer run for those positions only
+        and ``features``/``logits`` are (N, *)."""
         embedded = self.dropout(self.embedding(tgt_in_ids))
         if self.stepwise:
             rec = self._loop(embedded, state, enc)
@@ -140,7 +144,7 @@ class Decoder(nn.Module):
         else:
             context = None if rec.context is None else _positions(rec.context, rows)
             readout = self._readout(_positions(rec.top, rows), context, _positions(embedded, rows))
-        return DecoderRun(logits=self._logits(readout), attention=rec.attention, state=rec.state)
+        return DecoderRun(features=self.dropout(readout), attention=rec.attention, state=rec.state, output=self.output)
 
     def step(self, prev_ids: Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
         """One token for B hypotheses: prev_ids (B,) long -> log_probs (B, V) float32, state, attention (B, S)."""
@@ -271,9 +275,8 @@ class Decoder(nn.Module):
                            attention=weights.transpose(0, 1), readout=None, state=DecoderState(hidden=hidden))
 
     def _inference_weights(self, dtype: torch.dtype, embedding_size: int) -> LoopWeights:
-        """The loop's weights for search, arranged (and cast) once per search rather than at every step.
-        :meth:`forget_arranged_weights` (``Seq2Seq.encode`` calls it) drops them: parameter versions cannot
-        tell, since fused optimizers update the weights in place without bumping them."""
+        """The loop's weights for search, arranged (and cast) once per search, not per step. ``Seq2Seq.encode``
+        drops them (parameter versions cannot tell: fused optimizers update weights in place without bumping them)."""
         query_proj, energy = self.attention.query_proj, self.attention.energy
         return self._arranged(dtype, loop_parameters(self.gru, query_proj, energy, embedding_size),
                               lambda: gather_weights(self.gru, query_proj, energy, embedding_size, dtype))

@@ -153,6 +153,17 @@ class Seq2Seq(nn.Module):
         enc = self.encode(src_ids, src_lengths)
         return self.decoder(tgt_in_ids, self.init_state(enc), enc, rows=rows).logits
 
+    def output_features(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor,
+                        rows: Tensor | None = None) -> Tensor:
+        """:meth:`forward` up to the output layer: (B, T, E), or (N, E) for ``rows``; ``output_layer`` maps it to logits."""
+        enc = self.encode(src_ids, src_lengths)
+        return self.decoder(tgt_in_ids, self.init_state(enc), enc, rows=rows).features
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The vocabulary projection, Linear(E, V) (its weight is the target embedding when tied)."""
+        return self.decoder.output
+
     @torch.no_grad()
     def introspect(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Introspection:
         """Run teacher forcing on a batch and return every intermediate an inspection shows.

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ids import PAD_ID
+from ..model.fused import product_dtype
 
 
 class Objective(nn.Module):
@@ -37,7 +38,9 @@ class Objective(nn.Module):
             return token_loss_sums(log_probs.reshape(-1, log_probs.size(-1)).index_select(0, rows), targets,
                                    self.label_smoothing)
         # Only the real positions reach the output layer: padding costs neither the V-wide product nor the loss.
-        return token_loss_sums(self.model(src_ids, src_lengths, tgt_in_ids, rows=rows), targets, self.label_smoothing)
+        features = self.model.output_features(src_ids, src_lengths, tgt_in_ids, rows=rows)
+        layer = self.model.output_layer
+        return output_loss_sums(features, layer.weight, layer.bias, targets, self.label_smoothing)
 
     def _scheduled_sampling(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor) -> Tensor:
         """-> log_probs (B, T, V) float32, stepping the decoder one token at a time."""
@@ -107,3 +110,104 @@ class SmoothedCrossEntropy(torch.autograd.Function):
         d.mul_(g_loss + g_nll).sub_(g_loss * (e / vocab))
         d.scatter_add_(1, targets[:, None], (-(g_loss * (1.0 - e) + g_nll)).expand(len(targets), 1))
         return d.to(ctx.logits_dtype), None, None
+
+
+def output_loss_sums(features: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
+                     label_smoothing: float) -> Tensor:
+    """:func:`token_loss_sums` of the logits ``F.linear(features, weight, bias)``, without writing them.
+
+    features (N, E), weight (V, E), bias (V,) or None, targets (N,) -> (2,) float32 (float64 for float64
+    features): the same sums
+    and gradients as the two steps apart, computed by :class:`OutputLayerLoss` in row chunks.
+    """
+    inputs = (features, weight) if bias is None else (features, weight, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return OutputLayerLoss.apply(features, weight, bias, targets, label_smoothing)
+    with torch.autocast(features.device.type, enabled=False):  # validation: the sums alone
+        return _chunked_forward(features, weight, bias, targets, label_smoothing, _product_dtype(features),
+                                with_grad=False)[0]
+
+
+def _product_dtype(features: Tensor) -> torch.dtype:
+    """Autocast's dtype for the output layer when it is on, else that of the features."""
+    return product_dtype(features.device) if torch.is_autocast_enabled(features.device.type) else features.dtype
+
+
+def _chunk_rows(vocab_size: int, device: torch.device) -> int:
+    """Rows of logits per chunk: about 4 MB of fp32 on the CPU, so a chunk's exp and products stay in
+    cache (128 rows for 8,000 pieces measured fastest, BENCHMARKS.md); 256 MB on a GPU, where the
+    chunks only bound memory and fewer, larger products keep it busy."""
+    elements = 2**26 if device.type == "cuda" else 2**20
+    return max(16, elements // vocab_size)
+
+
+class OutputLayerLoss(torch.autograd.Function):
+    """The output layer and :class:`SmoothedCrossEntropy` as one autograd node that never holds (N, V).
+
+    The loss is the last node of the graph, so its gradient is known up to the two incoming
+    scalars (d/d smoothed loss, d/d NLL) while the forward pass has each chunk of logits in
+    cache: with P the softmax, the gradient with respect to the logits is
+    ``(g_loss + g_nll) P - g_loss e / V - (g_loss (1 - e) + g_nll) onehot(target)``. The
+    forward keeps the P terms (``P W``, ``P^T features``, the column sums of P) and the backward
+    adds the cheap uniform and one-hot terms. Products run in autocast's dtype when it is on.
+    The logits of a training batch on the reference config are 1,900 x 8,000 floats (58 MB; in
+    GPU batches of 16k tokens, 0.5 GB) and were written and read four times per step.
+    """
+
+    @staticmethod
+    def forward(ctx, features: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
+                smoothing: float) -> Tensor:
+        dtype = _product_dtype(features)  # read before autocast is switched off for explicit casts
+        with torch.autocast(features.device.type, enabled=False):
+            sums, p_terms = _chunked_forward(features, weight, bias, targets, smoothing, dtype, with_grad=True)
+        ctx.save_for_backward(features, weight, targets, *p_terms)
+        ctx.smoothing, ctx.has_bias = smoothing, bias is not None
+        return sums
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        features, weight, targets, p_features, p_weight, p_bias = ctx.saved_tensors
+        e, vocab = ctx.smoothing, weight.size(0)
+        g_p = grad[0] + grad[1]  # the coefficient of P, of the uniform term and of the one-hot term
+        g_uniform, g_onehot = grad[0] * (e / vocab), grad[0] * (1.0 - e) + grad[1]
+        d_features = (p_features * g_p - g_uniform * weight.sum(0)).sub_(g_onehot * weight.index_select(0, targets))
+        d_weight = p_weight * g_p - g_uniform * features.to(p_weight.dtype).sum(0)
+        d_weight.index_add_(0, targets, features.to(p_weight.dtype) * -g_onehot)
+        d_bias = None
+        if ctx.has_bias:
+            d_bias = p_bias * g_p - g_uniform * len(targets)
+            d_bias.index_add_(0, targets, (-g_onehot).expand(len(targets)))
+        return d_features.to(features.dtype), d_weight.to(weight.dtype), d_bias, None, None
+
+
+def _chunked_forward(features: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, smoothing: float,
+                     dtype: torch.dtype, with_grad: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """-> the (2,) sums, and with ``with_grad`` the P terms: P W (N, E), P^T features (V, E), sum_n P (V,).
+
+    Sums and P terms are fp32 (fp64 for fp64 inputs, which gradcheck uses) whatever ``dtype`` the products run in.
+    """
+    x, w = features.to(dtype), weight.to(dtype)
+    b = None if bias is None else bias.to(dtype)
+    acc = torch.promote_types(torch.float32, dtype)
+    sums = torch.zeros(2, dtype=acc, device=features.device)
+    p_features = torch.empty(features.shape, dtype=acc, device=features.device) if with_grad else None
+    p_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if with_grad else None
+    p_bias = torch.zeros(weight.size(0), dtype=acc, device=weight.device) if with_grad else None
+    rows = _chunk_rows(weight.size(0), features.device)
+    for start in range(0, len(targets), rows):
+        x_chunk, chunk_targets = x[start:start + rows], targets[start:start + rows]
+        logits = x_chunk @ w.t() if b is None else torch.addmm(b, x_chunk, w.t())
+        log_probs = torch.log_softmax(logits, dim=1, dtype=acc)
+        nll = -log_probs.gather(1, chunk_targets[:, None])[:, 0].sum()
+        sums[0] += (1.0 - smoothing) * nll - smoothing * log_probs.mean(dim=1).sum()
+        sums[1] += nll
+        if with_grad:
+            probs = log_probs.exp_()
+            p_features[start:start + rows] = probs.to(dtype) @ w
+            if dtype == acc:
+                p_weight.addmm_(probs.t(), x_chunk)
+            else:  # a low-precision product, accumulated over the chunks in fp32
+                p_weight += probs.t().to(dtype) @ x_chunk
+            p_bias += probs.sum(0)
+    p_terms = (p_features, p_weight, p_bias) if with_grad else ()
+    return sums, p_terms
