@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -104,3 +108,11 @@ def test_under_bf16_autocast_it_stays_close_to_the_two_step_path() -> None:
     for grad, expected_grad in zip(grads, expected_grads):
         assert grad.dtype == expected_grad.dtype
         torch.testing.assert_close(grad, expected_grad, rtol=0.05, atol=0.02 * expected_grad.abs().max().item())
+
+
+def test_the_ab_script_times_both_paths() -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "scripts/output_loss_ab.py", "--sentences", "4", "--vocab", "300",
+                             "--rounds", "1"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "chunked / before:" in result.stdout and "logits, then loss" in result.stdout

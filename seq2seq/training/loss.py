@@ -134,11 +134,13 @@ def _product_dtype(features: Tensor) -> torch.dtype:
 
 
 def _chunk_rows(vocab_size: int, device: torch.device) -> int:
-    """Rows of logits per chunk: about 4 MB of fp32 on the CPU, so a chunk's exp and products stay in
-    cache (128 rows for 8,000 pieces measured fastest, BENCHMARKS.md); 256 MB on a GPU, where the
-    chunks only bound memory and fewer, larger products keep it busy."""
-    elements = 2**26 if device.type == "cuda" else 2**20
-    return max(16, elements // vocab_size)
+    """Rows of logits per chunk. On the CPU about 4 MB of fp32 logits, so that a chunk's exp and sums stay in
+    cache, but at least 128 rows, below which the products slow down more than the cache saves (128 rows
+    measured fastest at 8,000 and 32,000 pieces: ``scripts/output_loss_ab.py``, BENCHMARKS.md). On a GPU the
+    chunks only bound memory (256 MB of logits each): fewer, larger products keep it busy."""
+    if device.type == "cuda":
+        return max(1024, 2**26 // vocab_size)
+    return max(128, 2**20 // vocab_size)
 
 
 class OutputLayerLoss(torch.autograd.Function):
