@@ -117,8 +117,8 @@ def output_loss_sums(features: Tensor, weight: Tensor, bias: Tensor | None, targ
     """:func:`token_loss_sums` of the logits ``F.linear(features, weight, bias)``, without writing them.
 
     features (N, E), weight (V, E), bias (V,) or None, targets (N,) -> (2,) float32 (float64 for float64
-    features): the same sums
-    and gradients as the two steps apart, computed by :class:`OutputLayerLoss` in row chunks.
+    features): the same sums and gradients as the two steps apart, computed by :class:`OutputLayerLoss`
+    in row chunks. Without gradients (validation) only the sums are computed.
     """
     inputs = (features, weight) if bias is None else (features, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
@@ -153,7 +153,7 @@ class OutputLayerLoss(torch.autograd.Function):
     forward keeps the P terms (``P W``, ``P^T features``, the column sums of P) and the backward
     adds the cheap uniform and one-hot terms. Products run in autocast's dtype when it is on.
     The logits of a training batch on the reference config are 1,900 x 8,000 floats (58 MB; in
-    GPU batches of 16k tokens, 0.5 GB) and were written and read four times per step.
+    GPU batches of 16k tokens, 0.5 GB) and were written and read several times per step.
     """
 
     @staticmethod
@@ -170,8 +170,8 @@ class OutputLayerLoss(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         features, weight, targets, p_features, p_weight, p_bias = ctx.saved_tensors
         e, vocab = ctx.smoothing, weight.size(0)
-        g_p = grad[0] + grad[1]  # the coefficient of P, of the uniform term and of the one-hot term
-        g_uniform, g_onehot = grad[0] * (e / vocab), grad[0] * (1.0 - e) + grad[1]
+        # The coefficients of P, of the uniform term and of the one-hot term (see the class docstring).
+        g_p, g_uniform, g_onehot = grad[0] + grad[1], grad[0] * (e / vocab), grad[0] * (1.0 - e) + grad[1]
         d_features = (p_features * g_p - g_uniform * weight.sum(0)).sub_(g_onehot * weight.index_select(0, targets))
         d_weight = p_weight * g_p - g_uniform * features.to(p_weight.dtype).sum(0)
         d_weight.index_add_(0, targets, features.to(p_weight.dtype) * -g_onehot)
@@ -201,7 +201,7 @@ def _chunked_forward(features: Tensor, weight: Tensor, bias: Tensor | None, targ
         logits = x_chunk @ w.t() if b is None else torch.addmm(b, x_chunk, w.t())
         log_probs = torch.log_softmax(logits, dim=1, dtype=acc)
         nll = -log_probs.gather(1, chunk_targets[:, None])[:, 0].sum()
-        sums[0] += (1.0 - smoothing) * nll - smoothing * log_probs.mean(dim=1).sum()
+        sums[0] += (1.0 - smoothing) * nll - smoothing * log_probs.sum() / log_probs.size(1)
         sums[1] += nll
         if with_grad:
             probs = log_probs.exp_()
