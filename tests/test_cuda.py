@@ -224,3 +224,26 @@ def test_a_nonfinite_update_is_skipped_on_the_gpu_and_leaves_the_weights(tmp_pat
     assert step()[2].item() == 1.0
     for name, p in model.named_parameters():
         torch.testing.assert_close(p, before[name], rtol=0, atol=0, equal_nan=True, msg=name)
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16, torch.float16])
+def test_the_chunked_output_loss_matches_logits_then_loss_on_the_gpu(amp: torch.dtype | None,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from seq2seq.training import loss as loss_module
+
+    monkeypatch.setattr(loss_module, "_chunk_rows", lambda vocab_size, device: 64)  # several chunks of 300 rows
+    torch.manual_seed(0)
+    features = torch.randn(300, 64, device="cuda", requires_grad=True)
+    weight = (torch.randn(500, 64, device="cuda") * 0.1).requires_grad_()
+    bias = torch.zeros(500, device="cuda", requires_grad=True)
+    targets = torch.randint(0, 500, (300,), device="cuda")
+    with torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
+        expected = loss_module.token_loss_sums(torch.nn.functional.linear(features, weight, bias), targets, 0.1)
+        expected_grads = torch.autograd.grad(expected[0], (features, weight, bias))
+        sums = loss_module.output_loss_sums(features, weight, bias, targets, 0.1)
+        grads = torch.autograd.grad(sums[0], (features, weight, bias))
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if amp is None else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(sums, expected, **tolerance)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad, rtol=tolerance["rtol"],
+                                   atol=tolerance["atol"] * expected_grad.abs().max().item())
