@@ -19,6 +19,7 @@ import torch
 from seq2seq.checkpoint import load_model
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.model import decoder as decoder_module
+from seq2seq.model.dropout import scaled_keep_mask
 from seq2seq.model.fused import gru_cell, gru_cell_backward
 from seq2seq.model.fused_feeding import FeedingRecurrence, FeedingWeights, feeding_parameters, run_feeding_loop
 from seq2seq.model.seq2seq import Seq2Seq
@@ -74,18 +75,18 @@ def test_the_cells_backward_gives_nn_grus_gradients_of_every_parameter_and_input
 class _LayerDropoutAsFused:
     """nn.Dropout between the layers of a per-step nn.GRU call, with the masks the fused loop draws.
 
-    The fused loop draws all (L-1, T, B, H) masks with one bernoulli_ call; run_gru draws one per step and
+    The fused loop draws all (L-1, T, B, H) masks with one scaled_keep_mask call; run_gru draws one per step and
     layer. Drawing them here in the fused layout, at the first call, keeps torch's generator in step, so
     both paths drop the same units and the output dropout after the loop draws the same mask too.
     """
 
     def __init__(self, num_layers: int, steps: int, p: float) -> None:
-        self.shape, self.keep, self.masks, self.calls = (num_layers - 1, steps), 1.0 - p, None, 0
+        self.shape, self.p, self.masks, self.calls = (num_layers - 1, steps), p, None, 0
 
     def __call__(self, data: torch.Tensor, p: float, training: bool = True, inplace: bool = False) -> torch.Tensor:
         batch, _, size = data.shape  # (B, 1, H): one step of one layer
         if self.masks is None:
-            self.masks = torch.empty(*self.shape, batch, size).bernoulli_(self.keep).div_(self.keep)
+            self.masks = scaled_keep_mask((*self.shape, batch, size), self.p, data.device)
         layer, step = self.calls % self.shape[0], self.calls // self.shape[0]
         self.calls += 1
         return data * self.masks[layer, step][:, None, :]

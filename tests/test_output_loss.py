@@ -110,9 +110,10 @@ def test_under_bf16_autocast_it_stays_close_to_the_two_step_path() -> None:
         torch.testing.assert_close(grad, expected_grad, rtol=0.05, atol=0.02 * expected_grad.abs().max().item())
 
 
-def test_the_ab_script_times_both_paths() -> None:
+@pytest.mark.parametrize("change, label", [("chunked-loss", "logits, then loss"), ("dropout-masks", "bernoulli_")])
+def test_the_ab_script_times_both_paths(change: str, label: str) -> None:
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "scripts/output_loss_ab.py", "--sentences", "4", "--vocab", "300",
-                             "--rounds", "1"], cwd=root, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "scripts/training_step_ab.py", "--change", change, "--sentences", "4",
+                             "--vocab", "300", "--rounds", "1"], cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "chunked / before:" in result.stdout and "logits, then loss" in result.stdout
+    assert " of the time per step" in result.stdout and label in result.stdout

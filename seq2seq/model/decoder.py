@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attend_grouped, build_attention, softmax_bias
+from .dropout import Dropout
 from .encoder import EncoderOutput, run_gru
 from .fused import (LoopWeights, StepwiseRecurrence, gather_weights, layer_dropout, loop_parameters, product_dtype,
                     run_loop)
@@ -106,7 +107,7 @@ class Decoder(nn.Module):
         super().__init__()
         vocab_size, embedding_size = embedding.num_embeddings, embedding.embedding_dim
         self.embedding = embedding
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.attention_type = attention
         self.input_feeding = input_feeding
         self.context_every_step = context_every_step

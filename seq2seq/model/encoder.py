@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..device import to_device_async
+from .dropout import Dropout
 from .fused_encoder import fused_gru
 
 
@@ -146,7 +147,7 @@ class Encoder(nn.Module):
                  bidirectional: bool, dropout: float) -> None:
         super().__init__()
         self.embedding = embedding
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional

@@ -17,7 +17,7 @@ What one ``nn.GRU`` call per step cannot do, this does:
   steps in reverse for the state gradients only and then computes every weight gradient as
   one matrix product over all T*B rows, as cuDNN does for full sequences, instead of T small
   accumulations;
-- dropout between GRU layers is drawn from torch's generator (``bernoulli_``), so a resumed
+- dropout between GRU layers is drawn from torch's generator (:mod:`.dropout`), so a resumed
   run that restores torch's RNG state draws the same masks on the CPU and on CUDA.
 
 Matrix products run in the autocast dtype when autocast is on (bf16: real bf16 products with
@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .attention import additive_step, additive_step_backward
+from .dropout import scaled_keep_mask
 
 
 @dataclass
@@ -77,8 +78,7 @@ def layer_dropout(gru: torch.nn.GRU, steps: int, batch: int, device: torch.devic
     """nn.GRU's dropout between layers, from torch's generator (resume draws the same): (L-1, T, B, H) or None."""
     if not (training and gru.dropout > 0):
         return None
-    keep = 1.0 - gru.dropout
-    return torch.empty(gru.num_layers - 1, steps, batch, gru.hidden_size, device=device).bernoulli_(keep).div_(keep)
+    return scaled_keep_mask((gru.num_layers - 1, steps, batch, gru.hidden_size), gru.dropout, device)
 
 
 def gather_weights(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch.nn.Linear, embedding_size: int,

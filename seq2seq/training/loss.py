@@ -136,7 +136,7 @@ def _product_dtype(features: Tensor) -> torch.dtype:
 def _chunk_rows(vocab_size: int, device: torch.device) -> int:
     """Rows of logits per chunk. On the CPU about 4 MB of fp32 logits, so that a chunk's exp and sums stay in
     cache, but at least 128 rows, below which the products slow down more than the cache saves (128 rows
-    measured fastest at 8,000 and 32,000 pieces: ``scripts/output_loss_ab.py``, BENCHMARKS.md). On a GPU the
+    measured fastest at 8,000 and 32,000 pieces: ``scripts/training_step_ab.py``, BENCHMARKS.md). On a GPU the
     chunks only bound memory (256 MB of logits each): fewer, larger products keep it busy."""
     if device.type == "cuda":
         return max(1024, 2**26 // vocab_size)

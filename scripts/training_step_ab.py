@@ -1,14 +1,19 @@
 #!/usr/bin/env python
-"""The chunked output layer + loss (``training.loss.output_loss_sums``) against logits-then-loss, in one process.
+"""One change to the training step against the code it replaced, timed in one process.
 
-    taskset -c 1 python scripts/output_loss_ab.py --sentences 130
-    taskset -c 1 python scripts/output_loss_ab.py --sentences 130 --amp bf16   # CPUs with bf16 matrix units
-    taskset -c 1 python scripts/output_loss_ab.py --sentences 130 --vocab 32000
+    taskset -c 1 python scripts/training_step_ab.py --change chunked-loss --sentences 130
+    taskset -c 1 python scripts/training_step_ab.py --change chunked-loss --sentences 130 --amp bf16  # bf16 units
+    taskset -c 1 python scripts/training_step_ab.py --change chunked-loss --sentences 130 --vocab 32000
+    taskset -c 1 python scripts/training_step_ab.py --change dropout-masks --sentences 130
+
+Changes:
+  chunked-loss   the output layer and the loss together in row chunks (``training.loss.output_loss_sums``)
+                 against the full (N, V) logits, then ``token_loss_sums``;
+  dropout-masks  dropout masks from packed 16-bit draws (``model.dropout``) against ``bernoulli_``.
 
 Times a whole training step (forward, backward, Adam) of the reference config (random weights,
-batches of 14 source and target tokens, as ``scripts/stepwise_ab.py``) with the Objective as it
-is and with its output layer applied the way it was before: the full (N, V) logits, then
-``token_loss_sums``. The rounds alternate, so a slow spell of a shared machine falls on both.
+batches of 14 source and target tokens, as ``scripts/stepwise_ab.py``) both ways; the rounds
+alternate, so a slow spell of a shared machine falls on both.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Callable
 
 import torch
 
 from seq2seq.config import load_config
+from seq2seq.model import dropout, fused
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.training import loss
 from seq2seq.training.step import build_optimizer
@@ -35,8 +42,35 @@ def logits_then_loss(self: loss.Objective, src_ids: torch.Tensor, src_lengths: t
                                 self.label_smoothing)
 
 
+def bernoulli_mask(shape: tuple[int, ...], p: float, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The dropout mask as nn.Dropout draws it: one bernoulli_ draw per element."""
+    return torch.empty(shape, device=device, dtype=dtype).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
+def _set_mask(mask: Callable) -> Callable[[], None]:
+    def use() -> None:
+        dropout.scaled_keep_mask = fused.scaled_keep_mask = mask
+    return use
+
+
+def _set_forward(forward: Callable) -> Callable[[], None]:
+    def use() -> None:
+        loss.Objective.forward = forward
+    return use
+
+
+CHANGES = {  # name -> (label and switch of the new code, label and switch of the old)
+    "chunked-loss": (("chunked", _set_forward(loss.Objective.forward)),
+                     ("logits, then loss", _set_forward(logits_then_loss))),
+    "dropout-masks": (("16-bit masks", _set_mask(dropout.scaled_keep_mask)),
+                      ("bernoulli_", _set_mask(bernoulli_mask))),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--change", choices=sorted(CHANGES), required=True)
     parser.add_argument("--config", default="configs/multi30k_de_en.yaml")
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--sentences", type=int, default=130)
@@ -50,7 +84,6 @@ def main() -> None:
     model = Seq2Seq.from_config(cfg.model, args.vocab, args.vocab).train()
     src, lengths, tgt = batch(args.vocab, args.sentences)
     objective, optimizer = loss.Objective(model, cfg.train.label_smoothing, 1.0), build_optimizer(model, cfg.train)
-    paths = {"chunked": loss.Objective.forward, "logits, then loss": logits_then_loss}
 
     def steps(n: int = 3) -> float:
         start = time.perf_counter()
@@ -62,16 +95,18 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
         return (time.perf_counter() - start) / n
 
-    times: dict[str, list[float]] = {name: [] for name in paths}
+    (new, use_new), (old, use_old) = CHANGES[args.change]
+    times: dict[str, list[float]] = {new: [], old: []}
     for _ in range(args.rounds + 1):  # the first round of each is warm-up
-        for name, forward in paths.items():
-            loss.Objective.forward = forward
+        for name, use in ((new, use_new), (old, use_old)):
+            use()
             times[name].append(steps())
+    use_new()
     medians = {name: statistics.median(values[1:]) for name, values in times.items()}
     tokens = args.sentences * LENGTH
     for name, seconds in medians.items():
         print(f"{name:18s} {seconds * 1e3:7.1f} ms per step  {tokens / seconds:7.0f} target tokens/s")
-    print(f"chunked / before: {medians['chunked'] / medians['logits, then loss']:.3f} of the time per step "
+    print(f"{new} / {old}: {medians[new] / medians[old]:.3f} of the time per step "
           f"({args.amp}, {args.threads} thread(s), {tokens} target tokens per batch, vocabulary {args.vocab})")
 
 

@@ -1,0 +1,56 @@
+"""Dropout masks from packed 16-bit draws (``seq2seq.model.dropout``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seq2seq.model.dropout import Dropout, scaled_keep_mask
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_the_mask_drops_p_of_the_units_and_keeps_the_expectation(p: float) -> None:
+    torch.manual_seed(0)
+    mask = scaled_keep_mask((1000, 1001), p, CPU)  # an odd count: the last 64-bit draw is used in part
+    kept = mask > 0
+    values = mask.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - p), rel=1e-4)
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.003)  # about 6 standard deviations
+    assert mask.mean().item() == pytest.approx(1.0, abs=0.005)
+
+
+def test_every_16_bit_lane_of_a_draw_is_uniform() -> None:
+    # Four mask entries come from one 64-bit draw; a lane with a biased bit would drop more or less often.
+    torch.manual_seed(1)
+    kept = scaled_keep_mask((250000, 4), 0.5, CPU) > 0
+    for lane in range(4):
+        assert kept[:, lane].float().mean().item() == pytest.approx(0.5, abs=0.005), lane
+
+
+def test_masks_come_from_torchs_generator() -> None:
+    torch.manual_seed(7)
+    first = scaled_keep_mask((64, 33), 0.3, CPU)
+    torch.manual_seed(7)
+    again = scaled_keep_mask((64, 33), 0.3, CPU)
+    other = scaled_keep_mask((64, 33), 0.3, CPU)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_the_module_drops_in_training_only_and_keeps_the_dtype() -> None:
+    x = torch.randn(8, 100, dtype=torch.bfloat16, requires_grad=True)
+    dropout = Dropout(0.4)
+    torch.manual_seed(3)
+    y = dropout(x)
+    assert y.dtype == torch.bfloat16
+    dropped = y == 0
+    assert 0 < dropped.float().mean().item() < 1
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, dropped)  # the gradient passes the kept units only
+    assert dropout.eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+    assert "p=0.4" in repr(dropout)
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
