@@ -4,6 +4,7 @@
     taskset -c 1 python scripts/training_step_ab.py --change chunked-loss --sentences 130
     taskset -c 1 python scripts/training_step_ab.py --change chunked-loss --sentences 130 --amp bf16  # bf16 units
     taskset -c 1 python scripts/training_step_ab.py --change chunked-loss --sentences 130 --vocab 32000
+    taskset -c 1 python scripts/training_step_ab.py --change chunked-loss --vocab 32000 --chunk-rows 32
     taskset -c 1 python scripts/training_step_ab.py --change dropout-masks --sentences 130
 
 Changes:
@@ -77,7 +78,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--amp", choices=["off", "bf16"], default="off")
+    parser.add_argument("--chunk-rows", type=int, help="chunked-loss: rows per chunk instead of the package's rule")
     args = parser.parse_args()
+    if args.chunk_rows:
+        loss._chunk_rows = lambda vocab_size, device: args.chunk_rows
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
     torch.manual_seed(0)
