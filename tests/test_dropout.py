@@ -21,6 +21,11 @@ def test_the_mask_drops_p_of_the_units_and_keeps_the_expectation(p: float) -> No
     assert mask.mean().item() == pytest.approx(1.0, abs=0.005)
 
 
+def test_a_probability_just_below_one_keeps_a_sliver_at_a_finite_scale() -> None:
+    mask = scaled_keep_mask((1000,), 0.999999, CPU)
+    assert torch.isfinite(mask).all() and mask.max().item() == 65536.0
+
+
 def test_every_16_bit_lane_of_a_draw_is_uniform() -> None:
     # Four mask entries come from one 64-bit draw; a lane with a biased bit would drop more or less often.
     torch.manual_seed(1)

@@ -26,7 +26,7 @@ def scaled_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torc
     if device.type != "cpu":
         keep = 1.0 - p
         return torch.empty(shape, device=device, dtype=dtype).bernoulli_(keep).div_(keep)
-    dropped_levels = round(p * _LEVELS)
+    dropped_levels = min(round(p * _LEVELS), _LEVELS - 1)  # p just below 1 still keeps a sliver
     numel = math.prod(shape)
     # Full-range 64-bit draws: every bit uniform, so each of the four int16 views of a draw is too.
     draws = torch.randint(-2**63, 2**63 - 1, ((numel + 3) // 4,), dtype=torch.int64, device=device)
