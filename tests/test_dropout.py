@@ -22,8 +22,9 @@ def test_the_mask_drops_p_of_the_units_and_keeps_the_expectation(p: float) -> No
 
 
 def test_a_probability_just_below_one_keeps_a_sliver_at_a_finite_scale() -> None:
-    mask = scaled_keep_mask((1000,), 0.999999, CPU)
-    assert torch.isfinite(mask).all() and mask.max().item() == 65536.0
+    torch.manual_seed(0)
+    mask = scaled_keep_mask((1_000_000,), 0.999999, CPU)  # about 15 kept
+    assert set(mask.unique().tolist()) == {0.0, 65536.0}
 
 
 def test_every_16_bit_lane_of_a_draw_is_uniform() -> None:
