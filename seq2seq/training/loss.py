@@ -105,11 +105,18 @@ class SmoothedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         log_probs, targets = ctx.saved_tensors
         e, vocab = ctx.smoothing, log_probs.size(1)
-        g_loss, g_nll = grad[0], grad[1]
+        g_p, g_uniform, g_onehot = _logit_grad_coefficients(grad, e, vocab)
         d = log_probs.exp()  # softmax
-        d.mul_(g_loss + g_nll).sub_(g_loss * (e / vocab))
-        d.scatter_add_(1, targets[:, None], (-(g_loss * (1.0 - e) + g_nll)).expand(len(targets), 1))
+        d.mul_(g_p).sub_(g_uniform)
+        d.scatter_add_(1, targets[:, None], (-g_onehot).expand(len(targets), 1))
         return d.to(ctx.logits_dtype), None, None
+
+
+def _logit_grad_coefficients(grad: Tensor, smoothing: float, vocab_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradient of (smoothed loss, NLL) weighted by ``grad`` (2,) with respect to the logits is
+    ``g_p * softmax - g_uniform - g_onehot * onehot(target)``: -> (g_p, g_uniform, g_onehot)."""
+    g_loss, g_nll = grad[0], grad[1]
+    return g_loss + g_nll, g_loss * (smoothing / vocab_size), g_loss * (1.0 - smoothing) + g_nll
 
 
 def output_loss_sums(features: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
@@ -170,8 +177,7 @@ class OutputLayerLoss(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         features, weight, targets, p_features, p_weight, p_bias = ctx.saved_tensors
         e, vocab = ctx.smoothing, weight.size(0)
-        # The coefficients of P, of the uniform term and of the one-hot term (see the class docstring).
-        g_p, g_uniform, g_onehot = grad[0] + grad[1], grad[0] * (e / vocab), grad[0] * (1.0 - e) + grad[1]
+        g_p, g_uniform, g_onehot = _logit_grad_coefficients(grad, e, vocab)
         d_features = (p_features * g_p - g_uniform * weight.sum(0)).sub_(g_onehot * weight.index_select(0, targets))
         d_weight = p_weight * g_p - g_uniform * features.to(p_weight.dtype).sum(0)
         d_weight.index_add_(0, targets, features.to(p_weight.dtype) * -g_onehot)
