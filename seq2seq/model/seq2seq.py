@@ -150,8 +150,7 @@ class Seq2Seq(nn.Module):
     def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, rows: Tensor | None = None) -> Tensor:
         """Teacher forcing: src_ids (B, S), src_lengths (B,), tgt_in_ids (B, T) (BOS + target) -> logits (B, T, V),
         or (N, V) for only the flat positions ``rows`` (N,) of (B * T) when given (training passes the real ones)."""
-        enc = self.encode(src_ids, src_lengths)
-        return self.decoder(tgt_in_ids, self.init_state(enc), enc, rows=rows).logits
+        return self.output_layer(self.output_features(src_ids, src_lengths, tgt_in_ids, rows=rows))
 
     def output_features(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor,
                         rows: Tensor | None = None) -> Tensor:

@@ -198,9 +198,12 @@ def _chunked_forward(features: Tensor, weight: Tensor, bias: Tensor | None, targ
     b = None if bias is None else bias.to(dtype)
     acc = torch.promote_types(torch.float32, dtype)
     sums = torch.zeros(2, dtype=acc, device=features.device)
-    p_features = torch.empty(features.shape, dtype=acc, device=features.device) if with_grad else None
-    p_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device) if with_grad else None
-    p_bias = torch.zeros(weight.size(0), dtype=acc, device=weight.device) if with_grad else None
+    p_terms: tuple[Tensor, ...] = ()
+    if with_grad:
+        p_features = torch.empty(features.shape, dtype=acc, device=features.device)
+        p_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+        p_bias = torch.zeros(weight.size(0), dtype=acc, device=weight.device)
+        p_terms = (p_features, p_weight, p_bias)
     rows = _chunk_rows(weight.size(0), features.device)
     for start in range(0, len(targets), rows):
         x_chunk, chunk_targets = x[start:start + rows], targets[start:start + rows]
@@ -216,6 +219,6 @@ def _chunked_forward(features: Tensor, weight: Tensor, bias: Tensor | None, targ
                 p_weight.addmm_(probs.t(), x_chunk)
             else:  # a low-precision product, accumulated over the chunks in fp32
                 p_weight += probs.t().to(dtype) @ x_chunk
-            p_bias += probs.sum(0)
-    p_terms = (p_features, p_weight, p_bias) if with_grad else ()
+            if b is not None:  # without a bias its gradient is never read
+                p_bias += probs.sum(0)
     return sums, p_terms
