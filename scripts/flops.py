@@ -120,7 +120,7 @@ def peak_flops(device: torch.device, repeats: int = 5) -> float:
 
 class CountingModel:
     """Wraps a search's model to count the work it asks for: source tokens encoded, hypothesis steps
-    decoded, and attended (step, source token) pairs. Searches see the model's own encode / decode_step."""
+    decoded, and attended (step, source token) pairs. Searches see the model's own encode / decode_step / decode_top."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -138,6 +138,11 @@ class CountingModel:
         self.steps += prev_ids.size(0)
         self.pairs += float(enc.src_mask.sum())  # one host sync; the search makes one per step anyway
         return self.model.decode_step(prev_ids, state, enc)
+
+    def decode_top(self, prev_ids, state, enc, k, banned):
+        self.steps += prev_ids.size(0)
+        self.pairs += float(enc.src_mask.sum())
+        return self.model.decode_top(prev_ids, state, enc, k, banned)
 
     def reset(self) -> None:
         self.src_tokens = self.steps = self.pairs = 0.0

@@ -281,7 +281,7 @@ def test_search_with_beam_size_one_wraps_greedy_in_nbest_lists():
 
 
 class _PrecisionRecorder:
-    """Wraps a model; records the autocast dtype and grad mode that each decode_step runs under."""
+    """Wraps a model; records the autocast dtype and grad mode that each decode_step / decode_top runs under."""
 
     def __init__(self, model) -> None:
         self.model = model
@@ -297,6 +297,11 @@ class _PrecisionRecorder:
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
         self.seen.add((dtype, torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
         return self.model.decode_step(prev_ids, state, enc)
+
+    def decode_top(self, prev_ids, state, enc, k, banned):
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        self.seen.add((dtype, torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+        return self.model.decode_top(prev_ids, state, enc, k, banned)
 
 
 @pytest.mark.parametrize("amp, expected", [("off", None), ("bf16", torch.bfloat16)])

@@ -149,15 +149,19 @@ class Decoder(nn.Module):
 
     def step(self, prev_ids: Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
         """One token for B hypotheses: prev_ids (B,) long -> log_probs (B, V) float32, state, attention (B, S)."""
+        features, state, attention = self.step_features(prev_ids, state, enc)
+        return StepOutput(torch.log_softmax(self.output(features).float(), dim=-1), state, attention)
+
+    def step_features(self, prev_ids: Tensor, state: DecoderState, enc: EncoderOutput
+                      ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """:meth:`step` up to the output layer: (features (B, E), state, attention (B, S) or None)."""
         embedded = self.dropout(self.embedding(prev_ids))[:, None, :]  # (B, 1, E)
         if self.stepwise:
             rec = self._recurrent_step(embedded[:, 0], state, enc)
         else:
             rec = self._parallel(embedded, state, enc)
         readout = rec.readout if rec.readout is not None else self._readout(rec.top, rec.context, embedded)
-        log_probs = torch.log_softmax(self._logits(readout)[:, 0].float(), dim=-1)
-        attention = None if rec.attention is None else rec.attention[:, 0]
-        return StepOutput(log_probs=log_probs, state=rec.state, attention=attention)
+        return self.dropout(readout[:, 0]), rec.state, None if rec.attention is None else rec.attention[:, 0]
 
     def _readout(self, top: Tensor, context: Tensor | None, embedded: Tensor) -> Tensor:
         """r_t = tanh(W [s_t; c_t; e_{t-1}]) (B, T, E).
@@ -166,10 +170,6 @@ class Decoder(nn.Module):
         """
         parts = [top] if context is None else [top, context]
         return torch.tanh(self.readout(torch.cat([*parts, embedded], dim=-1)))
-
-    def _logits(self, readout: Tensor) -> Tensor:
-        """readout (B, T, E) -> logits (B, T, V), with dropout before the output layer."""
-        return self.output(self.dropout(readout))
 
     def _parallel(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """All T steps in one GRU call, then attention for all steps at once: embedded (B, T, E)."""

@@ -1,7 +1,7 @@
 """Seq2Seq: the encoder, the bridge from its ``h_n`` to the decoder's first state, and the decoder.
 
-Search drives the model through ``encode()``, ``init_state()`` and ``decode_step()``;
-training calls ``forward()`` (teacher forcing), which runs the same decoder math.
+Search drives the model through ``encode()``, ``init_state()`` and ``decode_step()`` (or ``decode_top()``, its
+k best tokens only); training calls ``forward()`` (teacher forcing), which runs the same decoder math.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from .decoder import AttentionType, Decoder, DecoderState, StepOutput
 from ..device import to_device_async
 from .encoder import Encoder, EncoderOutput, join_directions
+from .top_tokens import TopTokens, top_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,14 @@ class Seq2Seq(nn.Module):
         """One token for B hypotheses: prev_ids (B,) long -> StepOutput(log_probs (B, V) float32, state,
         attention (B, S) or None)."""
         return self.decoder.step(prev_ids, state, enc)
+
+    def decode_top(self, prev_ids: Tensor, state: DecoderState, enc: EncoderOutput, k: int,
+                   banned: tuple[int, ...]) -> TopTokens:
+        """:meth:`decode_step` reduced to the k most probable tokens of each row, the ``banned`` ids left out of
+        the choice (see :mod:`.top_tokens`): TopTokens(log_probs (B, k), ids (B, k), state, attention)."""
+        features, state, attention = self.decoder.step_features(prev_ids, state, enc)
+        log_probs, ids = top_log_probs(features, self.output_layer, k, banned)
+        return TopTokens(log_probs, ids, state, attention)
 
     def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, rows: Tensor | None = None) -> Tensor:
         """Teacher forcing: src_ids (B, S), src_lengths (B,), tgt_in_ids (B, T) (BOS + target) -> logits (B, T, V),

@@ -2,7 +2,9 @@
 
 Both searches see the model through three calls: ``encode(src_ids, src_lengths)``,
 ``init_state(enc)`` and ``decode_step(prev_ids, state, enc) -> (log_probs, state, attention)``,
-plus ``index_select`` on the encoder output and the decoder state. Sentences (and, in
+plus ``index_select`` on the encoder output and the decoder state. Greedy and beam search use the
+model's ``decode_top`` instead where it has one and only PAD and BOS are banned at the step: the
+k best tokens without the (N, V) log-probabilities (:mod:`seq2seq.model.top_tokens`). Sentences (and, in
 beam search, beams) are processed together as rows of one tensor: there is no Python
 loop over them. Each step synchronises with the host once, to learn which sentences
 have finished; those leave the batch (its tensors are compacted with ``index_select``),

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..config import DecodeConfig
 from ..device import to_device_async
 from ..ids import BOS_ID, EOS_ID, PAD_ID
-from .common import NEG_INF, Hypothesis, StepModel, length_penalty, mask_log_probs, max_output_lengths
+from .common import NEG_INF, Hypothesis, StepModel, length_penalty, max_output_lengths, top_next_tokens
 
 
 def beam_search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, options: DecodeConfig | None = None,
@@ -48,12 +48,11 @@ def beam_search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, options:
     prev_ids = torch.full((batch_size * beam_size,), BOS_ID, dtype=torch.long, device=device)
     finished_parts: list[_Beams] = []
     for step in range(max_steps):
-        step_log_probs, state, attention = model.decode_step(prev_ids, beams.state, beams.enc)
-        step_log_probs = mask_log_probs(step_log_probs.float(), step=step, limits=beams.limit_rows,
-                                        shortest_limit=int(beams.limits.min()), options=options,
-                                        history=beams.history)
-        candidates = _top_candidates(beams.log_prob, step_log_probs, beam_size)
-        beams = beams.advance(state, candidates, attention if return_attention else None, step,
+        top = top_next_tokens(model, prev_ids, beams.state, beams.enc, beam_size, step=step,
+                              limits=beams.limit_rows, shortest_limit=int(beams.limits.min()), options=options,
+                              history=beams.history)
+        candidates = _top_candidates(beams.log_prob, top.log_probs, top.ids, beam_size)
+        beams = beams.advance(top.state, candidates, top.attention if return_attention else None, step,
                               options.length_penalty)
         done = (beams.store.score[:, nbest - 1] >= _open_bound(beams.log_prob, beams.bound_penalty)).cpu()
         if bool(done.any()):  # `done` above is the one host synchronisation per step
@@ -147,16 +146,15 @@ class _Beams:
             store=self.store.select(sentences))
 
 
-def _top_candidates(log_prob: Tensor, step_log_probs: Tensor, beam_size: int) -> _Candidates:
-    """log_prob (A, K) of the open beams + step_log_probs (A*K, V) -> the top K extensions of each sentence.
+def _top_candidates(log_prob: Tensor, beam_log_prob: Tensor, beam_tokens: Tensor, beam_size: int) -> _Candidates:
+    """log_prob (A, K) of the open beams + the k best tokens of each beam, beam_log_prob and beam_tokens (A*K, k),
+    -> the top K extensions of each sentence.
 
     All candidates of a step have the same length, so ranking by log-probability is ranking by score.
     Two stages, cheaper than one top-K over K*V: a token outside its own beam's top K cannot be
     among the sentence's top K (its beam alone offers K better), so the K best of each beam suffice.
     """
-    num_sentences = log_prob.size(0)
-    per_beam = min(beam_size, step_log_probs.size(1))
-    beam_log_prob, beam_tokens = step_log_probs.topk(per_beam, dim=1)  # (A*K, k)
+    num_sentences, per_beam = log_prob.size(0), beam_log_prob.size(1)
     candidates = (log_prob.view(-1, 1) + beam_log_prob).view(num_sentences, beam_size * per_beam)
     top_log_prob, top_index = candidates.topk(beam_size, dim=1)
     return _Candidates(log_prob=top_log_prob, origin=torch.div(top_index, per_beam, rounding_mode="floor"),

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..config import DecodeConfig
 from ..ids import BOS_ID, EOS_ID, PAD_ID
+from ..model.top_tokens import TopTokens
 
 NEG_INF = float("-inf")
 
@@ -19,7 +20,9 @@ class StepModel(Protocol):
 
     ``encode`` returns an object with ``index_select(rows)``; ``init_state`` and
     ``decode_step`` return a state with ``index_select(rows)`` too. ``decode_step`` gives
-    log-probabilities (N, V), the next state and the attention (N, S) or None. The encoding passed
+    log-probabilities (N, V), the next state and the attention (N, S) or None. A model may also offer
+    ``decode_top(prev_ids, state, enc, k, banned) -> TopTokens``, the same step reduced to its k best
+    tokens (``Seq2Seq`` does, without the (N, V) log-probabilities). The encoding passed
     to ``decode_step`` may have B rows for N = G * B state rows: state row n then belongs to
     sentence n // G (beam search keeps a sentence's G beams on consecutive rows).
     """
@@ -79,6 +82,28 @@ def mask_log_probs(log_probs: Tensor, *, step: int, limits: Tensor, shortest_lim
         log_probs.masked_fill_(at_limit.unsqueeze(1), NEG_INF)
         log_probs[:, EOS_ID] = torch.where(at_limit, eos_log_probs, log_probs[:, EOS_ID])
     return log_probs
+
+
+def top_next_tokens(model: StepModel, prev_ids: Tensor, state: Any, enc: Any, k: int, *, step: int,
+                    limits: Tensor, shortest_limit: int, options: DecodeConfig, history: Tensor) -> TopTokens:
+    """The k best next tokens of each row under the rules of :func:`mask_log_probs` (arguments as there):
+    TopTokens(log_probs (N, k) float32 best first, ids (N, k), next state, attention).
+
+    When the rules ban only PAD and BOS at this step (EOS allowed, no n-gram rule, no row at its
+    limit: every step but the last few) and the model has ``decode_top``, that computes them;
+    otherwise they come from the masked ``decode_step`` log-probabilities.
+    """
+    decode_top = getattr(model, "decode_top", None)
+    only_pad_and_bos = (step >= options.min_length and step < shortest_limit
+                        and not (options.no_repeat_ngram and step >= options.no_repeat_ngram))
+    if decode_top is not None and only_pad_and_bos:
+        return decode_top(prev_ids, state, enc, k, (PAD_ID, BOS_ID))
+    log_probs, state, attention = model.decode_step(prev_ids, state, enc)
+    log_probs = mask_log_probs(log_probs.float(), step=step, limits=limits, shortest_limit=shortest_limit,
+                               options=options, history=history)
+    k = min(k, log_probs.size(1))
+    best, ids = log_probs.max(dim=1, keepdim=True) if k == 1 else log_probs.topk(k, dim=1)
+    return TopTokens(best, ids, state, attention)
 
 
 def _repeated_ngram_mask(history: Tensor, n: int, vocab_size: int) -> Tensor:

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..config import DecodeConfig
 from ..device import to_device_async
 from ..ids import BOS_ID, EOS_ID
-from .common import Hypothesis, StepModel, length_penalty, mask_log_probs, max_output_lengths
+from .common import Hypothesis, StepModel, length_penalty, max_output_lengths, top_next_tokens
 
 
 def greedy_search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, options: DecodeConfig | None = None,
@@ -35,11 +35,10 @@ def greedy_search(model: StepModel, src_ids: Tensor, src_lengths: Tensor, option
     prev_ids = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
     finished_parts: list[_GreedyRows] = []
     for step in range(int(limits.max()) + 1):
-        log_probs, state, attention = model.decode_step(prev_ids, rows.state, rows.enc)
-        log_probs = mask_log_probs(log_probs.float(), step=step, limits=rows.limit_rows,
-                                   shortest_limit=int(rows.limits.min()), options=options, history=rows.history)
-        step_log_prob, tgt_ids = log_probs.max(dim=1)
-        rows = rows.advance(state, tgt_ids, step_log_prob, attention if return_attention else None)
+        top = top_next_tokens(model, prev_ids, rows.state, rows.enc, 1, step=step, limits=rows.limit_rows,
+                              shortest_limit=int(rows.limits.min()), options=options, history=rows.history)
+        tgt_ids = top.ids[:, 0]
+        rows = rows.advance(top.state, tgt_ids, top.log_probs[:, 0], top.attention if return_attention else None)
         finished = (tgt_ids == EOS_ID).cpu()  # the one host synchronisation per step
         if bool(finished.any()):
             finished_parts.append(rows.select(finished.nonzero()[:, 0], keep_model_state=False))
