@@ -61,6 +61,14 @@ def test_top_k_by_blocks_equals_topk(columns: int, k: int) -> None:
     assert torch.equal(ids[12:], expected_ids[12:])  # rows 12.. are continuous random values: no ties
 
 
+def test_top_k_by_blocks_reads_strided_and_offset_views() -> None:
+    base = torch.randn(520, 31)
+    for view in (base.t(), base.t()[1:, 5:]):  # column stride 31; then a view that starts inside the storage
+        best, ids = top_k_by_blocks(view, 4, width=100)
+        expected = view.topk(4, dim=1)
+        assert torch.equal(best, expected.values) and torch.equal(ids, expected.indices)
+
+
 def test_top_k_by_blocks_for_one_picks_the_first_of_tied_maxima_as_max_does() -> None:
     values = torch.randn(6, 730)
     values[0, [5, 405]] = 9.0

@@ -66,7 +66,7 @@ def top_k_by_blocks(values: Tensor, k: int, width: int = COLUMN_BLOCK) -> tuple[
     blocks = columns // width
     if blocks <= k:
         return values.max(dim=1, keepdim=True) if k == 1 else values.topk(k, dim=1)
-    tiled = values.as_strided((rows, blocks, width), (values.stride(0), width, values.stride(1)))
+    tiled = values.as_strided((rows, blocks, width), (values.stride(0), width * values.stride(1), values.stride(1)))
     block_max = tiled.amax(dim=2)
     chosen = block_max.max(dim=1, keepdim=True).indices if k == 1 else block_max.topk(k, dim=1).indices
     offsets = torch.arange(width, device=values.device)
