@@ -135,14 +135,16 @@ class CountingModel:
         return self.model.encode(src_ids, src_lengths)
 
     def decode_step(self, prev_ids, state, enc):
-        self.steps += prev_ids.size(0)
-        self.pairs += float(enc.src_mask.sum())  # one host sync; the search makes one per step anyway
+        self._count_step(prev_ids, enc)
         return self.model.decode_step(prev_ids, state, enc)
 
     def decode_top(self, prev_ids, state, enc, k, banned):
-        self.steps += prev_ids.size(0)
-        self.pairs += float(enc.src_mask.sum())
+        self._count_step(prev_ids, enc)
         return self.model.decode_top(prev_ids, state, enc, k, banned)
+
+    def _count_step(self, prev_ids, enc) -> None:
+        self.steps += prev_ids.size(0)
+        self.pairs += float(enc.src_mask.sum())  # one host sync; the search makes one per step anyway
 
     def reset(self) -> None:
         self.src_tokens = self.steps = self.pairs = 0.0

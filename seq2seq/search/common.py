@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..config import DecodeConfig
 from ..ids import BOS_ID, EOS_ID, PAD_ID
-from ..model.top_tokens import TopTokens
+from ..model.top_tokens import TopTokens, top_k_by_blocks
 
 NEG_INF = float("-inf")
 
@@ -69,19 +69,31 @@ def mask_log_probs(log_probs: Tensor, *, step: int, limits: Tensor, shortest_lim
     log_probs[:, PAD_ID] = NEG_INF
     log_probs[:, BOS_ID] = NEG_INF
     eos_log_probs = log_probs[:, EOS_ID].clone()
-    eos_blocked = step < options.min_length
+    eos_blocked = _eos_blocked(step, options)
     if eos_blocked:
         log_probs[:, EOS_ID] = NEG_INF
-    if options.no_repeat_ngram and step >= options.no_repeat_ngram:
+    if _ngram_rule_applies(step, options):
         log_probs.masked_fill_(_repeated_ngram_mask(history, options.no_repeat_ngram, log_probs.size(1)), NEG_INF)
         if eos_blocked:  # log_softmax is finite, so an all -inf row has nothing left but EOS
             no_way_out = torch.isneginf(log_probs).all(dim=1)
             log_probs[:, EOS_ID] = torch.where(no_way_out, eos_log_probs, log_probs[:, EOS_ID])
-    if step >= shortest_limit:
+    if _some_row_at_limit(step, shortest_limit):
         at_limit = limits <= step
         log_probs.masked_fill_(at_limit.unsqueeze(1), NEG_INF)
         log_probs[:, EOS_ID] = torch.where(at_limit, eos_log_probs, log_probs[:, EOS_ID])
     return log_probs
+
+
+def _eos_blocked(step: int, options: DecodeConfig) -> bool:
+    return step < options.min_length
+
+
+def _ngram_rule_applies(step: int, options: DecodeConfig) -> bool:
+    return bool(options.no_repeat_ngram) and step >= options.no_repeat_ngram
+
+
+def _some_row_at_limit(step: int, shortest_limit: int) -> bool:
+    return step >= shortest_limit
 
 
 def top_next_tokens(model: StepModel, prev_ids: Tensor, state: Any, enc: Any, k: int, *, step: int,
@@ -94,15 +106,14 @@ def top_next_tokens(model: StepModel, prev_ids: Tensor, state: Any, enc: Any, k:
     otherwise they come from the masked ``decode_step`` log-probabilities.
     """
     decode_top = getattr(model, "decode_top", None)
-    only_pad_and_bos = (step >= options.min_length and step < shortest_limit
-                        and not (options.no_repeat_ngram and step >= options.no_repeat_ngram))
+    only_pad_and_bos = not (_eos_blocked(step, options) or _ngram_rule_applies(step, options)
+                            or _some_row_at_limit(step, shortest_limit))
     if decode_top is not None and only_pad_and_bos:
         return decode_top(prev_ids, state, enc, k, (PAD_ID, BOS_ID))
     log_probs, state, attention = model.decode_step(prev_ids, state, enc)
     log_probs = mask_log_probs(log_probs.float(), step=step, limits=limits, shortest_limit=shortest_limit,
                                options=options, history=history)
-    k = min(k, log_probs.size(1))
-    best, ids = log_probs.max(dim=1, keepdim=True) if k == 1 else log_probs.topk(k, dim=1)
+    best, ids = top_k_by_blocks(log_probs, min(k, log_probs.size(1)))
     return TopTokens(best, ids, state, attention)
 
 
