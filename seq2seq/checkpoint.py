@@ -27,7 +27,7 @@ from .writing import atomic_file
 
 FORMAT = "seq2seq-checkpoint"
 # model.* settings that leave the weights' shapes and meaning alone: they may differ between models combined.
-SHAPE_EXEMPT = frozenset({"dropout"})
+SHAPE_EXEMPT = frozenset({"dropout", "word_dropout"})
 VERSION = 1
 
 

@@ -108,6 +108,15 @@ def test_invalid_value_names_the_key() -> None:
         load_config(None, ["model.dropout=1.5"])
 
 
+def test_word_dropout_is_checked_and_reaches_the_model() -> None:
+    with pytest.raises(ConfigError, match=r"model\.word_dropout must be in \[0, 1\) \(got 1\.0\)"):
+        load_config(None, ["model.word_dropout=1.0"])
+    from seq2seq.model.seq2seq import Seq2Seq
+
+    model = Seq2Seq.from_config(load_config("tiny", ["model.word_dropout=0.2"]).model, 50, 50)
+    assert model.encoder.dropout.word_p == 0.2 and model.decoder.embedding_dropout.word_p == 0.2
+
+
 def test_malformed_override_shows_the_expected_form() -> None:
     with pytest.raises(ConfigError, match=r"must look like section\.key=value"):
         load_config(None, ["lr=0.1"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.model.dropout import Dropout, scaled_keep_mask
+from seq2seq.model.dropout import Dropout, EmbeddingDropout, scaled_keep_mask
 
 CPU = torch.device("cpu")
 
@@ -60,3 +60,30 @@ def test_the_module_drops_in_training_only_and_keeps_the_dtype() -> None:
     assert "p=0.4" in repr(dropout)
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.0)
+
+
+def test_word_dropout_zeroes_whole_tokens_and_scales_the_rest_in_training_only() -> None:
+    torch.manual_seed(0)
+    layer = EmbeddingDropout(0.0, word_p=0.25).train()
+    x = torch.ones(40, 50, 8)
+    out = layer(x)
+    assert torch.equal(out.amin(-1), out.amax(-1))  # every token's vector is constant: all 0 or all 1/(1-p)
+    values = out.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.75, rel=1e-4)
+    assert (out[..., 0] == 0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_word_dropout_comes_on_top_of_element_dropout() -> None:
+    torch.manual_seed(1)
+    out = EmbeddingDropout(0.5, word_p=0.5).train()(torch.ones(200, 100, 16))
+    dropped_tokens = (out == 0).all(-1).float().mean().item()
+    assert dropped_tokens == pytest.approx(0.5, abs=0.02)  # whole tokens (element dropout alone: 0.5**16)
+    kept = out[(out != 0).any(-1)]
+    assert (kept == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)  # elements within kept tokens
+    assert kept.unique().tolist() == [0.0, pytest.approx(4.0, rel=1e-3)]  # 1/(1-p) twice
+
+
+def test_word_dropout_probability_is_checked() -> None:
+    with pytest.raises(ValueError, match="word dropout"):
+        EmbeddingDropout(0.1, word_p=1.0)

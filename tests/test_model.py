@@ -216,6 +216,23 @@ def test_every_parameter_gets_a_gradient(overrides: dict) -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize("overrides", [PARAMS[3], PARAMS[9]])  # the fused Bahdanau loop and the parallel path
+def test_word_dropout_drops_whole_tokens_in_training_and_nothing_in_eval(overrides: dict) -> None:
+    plain, dropped = build(overrides), build({**overrides, "word_dropout": 0.5})
+    assert torch.equal(plain(*batch()), dropped(*batch()))  # eval: the same weights give the same logits
+    seen = {}
+    for name, module in (("src", dropped.encoder.dropout), ("tgt", dropped.decoder.embedding_dropout)):
+        module.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out))
+    torch.manual_seed(0)
+    src_ids, _, tgt_in_ids = batch()
+    dropped.train()(*batch())
+    for name, ids in (("src", src_ids), ("tgt", tgt_in_ids)):
+        zero_tokens = (seen[name] == 0).all(-1)[ids != 0]  # real tokens only: padding embeds to zeros anyway
+        assert 0.1 < zero_tokens.float().mean() < 0.9, name  # about half of the tokens dropped whole
+    torch.manual_seed(0)
+    assert not torch.equal(plain.train()(*batch()), dropped(*batch()))
+
+
 def test_tied_and_shared_embeddings_are_one_matrix() -> None:
     model = build(VARIANTS["bahdanau-tied-shared"])
     assert model.decoder.output.weight is model.decoder.embedding.weight

@@ -115,6 +115,7 @@ class ModelConfig:
     input_feeding: bool = False  # Luong only: feed the previous attentional vector to the GRU
     context_every_step: bool = False  # attention none only: feed the context to every step (Cho et al. 2014)
     dropout: float = 0.3  # on embeddings, between GRU layers and before the output layer
+    word_dropout: float = 0.0  # whole source and target-input tokens: embedding zeroed with this probability
     tied_embeddings: bool = False  # target embedding shares its weight with the output projection
     share_embeddings: bool = False  # source and target embeddings are one matrix (joint vocabulary)
 
@@ -122,6 +123,7 @@ class ModelConfig:
         for key in ("embedding_size", "hidden_size", "num_layers", "decoder_hidden_size"):
             _require(getattr(self, key) >= 1, f"model.{key}", "must be at least 1", getattr(self, key))
         _require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)", self.dropout)
+        _require(0.0 <= self.word_dropout < 1.0, "model.word_dropout", "must be in [0, 1)", self.word_dropout)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import attend_grouped, build_attention, softmax_bias
-from .dropout import Dropout
+from .dropout import Dropout, EmbeddingDropout
 from .encoder import EncoderOutput, run_gru
 from .fused import (LoopWeights, StepwiseRecurrence, gather_weights, layer_dropout, loop_parameters, product_dtype,
                     run_loop)
@@ -103,11 +103,11 @@ class Decoder(nn.Module):
 
     def __init__(self, *, embedding: nn.Embedding, hidden_size: int, num_layers: int, context_size: int,
                  attention: AttentionType, input_feeding: bool, context_every_step: bool,
-                 dropout: float, tied_embeddings: bool) -> None:
+                 dropout: float, tied_embeddings: bool, word_dropout: float = 0.0) -> None:
         super().__init__()
         vocab_size, embedding_size = embedding.num_embeddings, embedding.embedding_dim
         self.embedding = embedding
-        self.dropout = Dropout(dropout)
+        self.dropout, self.embedding_dropout = Dropout(dropout), EmbeddingDropout(dropout, word_dropout)
         self.attention_type = attention
         self.input_feeding = input_feeding
         self.context_every_step = context_every_step
@@ -135,7 +135,7 @@ class Decoder(nn.Module):
         """Teacher forcing: tgt_in_ids (B, T) long (BOS + target) -> features/logits (B, T, *), attention (B, T, S).
         With ``rows`` (N,), flat indices into (B * T), the readout and output layer run for those positions only
         and ``features``/``logits`` are (N, *)."""
-        embedded = self.dropout(self.embedding(tgt_in_ids))
+        embedded = self.embedding_dropout(self.embedding(tgt_in_ids))
         if self.stepwise:
             rec = self._loop(embedded, state, enc)
         else:
@@ -155,7 +155,7 @@ class Decoder(nn.Module):
     def step_features(self, prev_ids: Tensor, state: DecoderState, enc: EncoderOutput
                       ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """:meth:`step` up to the output layer: (features (B, E), state, attention (B, S) or None)."""
-        embedded = self.dropout(self.embedding(prev_ids))[:, None, :]  # (B, 1, E)
+        embedded = self.embedding_dropout(self.embedding(prev_ids))[:, None, :]  # (B, 1, E)
         if self.stepwise:
             rec = self._recurrent_step(embedded[:, 0], state, enc)
         else:

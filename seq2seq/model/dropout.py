@@ -51,3 +51,25 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class EmbeddingDropout(Dropout):
+    """Dropout of embedded tokens (..., E): of each element with ``p``, as :class:`Dropout`, and of whole
+    tokens with ``word_p`` (word dropout, Sennrich et al. 2016; Gal and Ghahramani 2016): a dropped
+    token's embedding is all zeros, as if the word were missing, and the kept ones are scaled by
+    1 / (1 - word_p)."""
+
+    def __init__(self, p: float, word_p: float = 0.0) -> None:
+        super().__init__(p)
+        if not 0.0 <= word_p < 1.0:
+            raise ValueError(f"word dropout probability must be in [0, 1), got {word_p}")
+        self.word_p = word_p
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = super().forward(x)
+        if not self.training or self.word_p == 0.0:
+            return x
+        return x * scaled_keep_mask((*x.shape[:-1], 1), self.word_p, x.device, x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, word_p={self.word_p}"

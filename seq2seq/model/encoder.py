@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..device import to_device_async
-from .dropout import Dropout
+from .dropout import EmbeddingDropout
 from .fused_encoder import fused_gru
 
 
@@ -141,13 +141,14 @@ def join_directions(h_n: Tensor, num_layers: int, bidirectional: bool) -> Tensor
 
 
 class Encoder(nn.Module):
-    """Embedding, dropout, then an ``num_layers``-deep (bi)GRU with ``hidden_size`` units per direction."""
+    """Embedding, dropout (of elements, and of whole tokens with ``word_dropout``), then an ``num_layers``-deep
+    (bi)GRU with ``hidden_size`` units per direction."""
 
     def __init__(self, *, embedding: nn.Embedding, hidden_size: int, num_layers: int,
-                 bidirectional: bool, dropout: float) -> None:
+                 bidirectional: bool, dropout: float, word_dropout: float = 0.0) -> None:
         super().__init__()
         self.embedding = embedding
-        self.dropout = Dropout(dropout)
+        self.dropout = EmbeddingDropout(dropout, word_dropout)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional

@@ -68,7 +68,7 @@ class Seq2Seq(nn.Module):
     def __init__(self, *, src_vocab_size: int, tgt_vocab_size: int, embedding_size: int, hidden_size: int,
                  num_layers: int, bidirectional: bool, decoder_hidden_size: int, bridge: str,
                  attention: AttentionType, input_feeding: bool, context_every_step: bool, dropout: float,
-                 tied_embeddings: bool, share_embeddings: bool, pad_id: int = 0) -> None:
+                 tied_embeddings: bool, share_embeddings: bool, pad_id: int = 0, word_dropout: float = 0.0) -> None:
         super().__init__()
         _check_fits(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, hidden_size=hidden_size,
                     bidirectional=bidirectional, decoder_hidden_size=decoder_hidden_size, bridge=bridge,
@@ -85,13 +85,13 @@ class Seq2Seq(nn.Module):
         if tied_embeddings:
             _scale_for_output(tgt_embedding, pad_id)
         self.encoder = Encoder(embedding=src_embedding, hidden_size=hidden_size, num_layers=num_layers,
-                               bidirectional=bidirectional, dropout=dropout)
+                               bidirectional=bidirectional, dropout=dropout, word_dropout=word_dropout)
         self.bridge = Bridge(kind=bridge, num_layers=num_layers, in_size=self.encoder.output_size,
                              out_size=decoder_hidden_size)
         self.decoder = Decoder(embedding=tgt_embedding, hidden_size=decoder_hidden_size, num_layers=num_layers,
                                context_size=self.encoder.output_size, attention=attention,
                                input_feeding=input_feeding, context_every_step=context_every_step,
-                               dropout=dropout, tied_embeddings=tied_embeddings)
+                               dropout=dropout, tied_embeddings=tied_embeddings, word_dropout=word_dropout)
 
     @classmethod
     def from_config(cls, model_cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int,
@@ -104,7 +104,7 @@ class Seq2Seq(nn.Module):
                     attention=model_cfg.attention, input_feeding=model_cfg.input_feeding,
                     context_every_step=model_cfg.context_every_step, dropout=model_cfg.dropout,
                     tied_embeddings=model_cfg.tied_embeddings, share_embeddings=model_cfg.share_embeddings,
-                    pad_id=pad_id)
+                    pad_id=pad_id, word_dropout=model_cfg.word_dropout)
         logger.info("model: %s parameters (attention %s, %d layers, decoder %d)", f"{model.num_parameters():,}",
                     model_cfg.attention, model_cfg.num_layers, model_cfg.decoder_hidden_size)
         return model
