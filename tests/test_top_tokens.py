@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.ids import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.model.seq2seq import Seq2Seq
-from seq2seq.model.top_tokens import top_k_by_blocks, top_log_probs
+from seq2seq.model.top_tokens import search_projection, top_k_by_blocks, top_log_probs
 from seq2seq.search import beam_search, greedy_search
 
 BANNED = (PAD_ID, BOS_ID)
@@ -111,6 +111,36 @@ def test_under_bf16_autocast_the_top_tokens_follow_the_bf16_logits() -> None:
     assert log_probs.dtype == torch.float32
     assert torch.equal(ids, expected_ids)
     torch.testing.assert_close(log_probs, expected_log_probs, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_search_projection_carries_the_bias_in_its_last_row(bias: bool) -> None:
+    output = _output_layer(300, bias)
+    projection = search_projection(output, torch.float32)
+    assert projection.shape == (17 if bias else 16, 300) and projection.is_contiguous()
+    features = torch.randn(9, 16)
+    rows = torch.cat([features, torch.ones(9, 1)], 1) if bias else features
+    torch.testing.assert_close(rows @ projection, output(features).detach(), rtol=0, atol=1e-5)
+    assert search_projection(output, torch.bfloat16).dtype == torch.bfloat16
+
+
+@torch.no_grad()
+def test_decode_top_keeps_its_projection_for_a_search_and_the_next_search_sees_new_weights() -> None:
+    model = _model("bahdanau")
+    src_ids, src_lengths = torch.randint(4, 40, (3, 5)), torch.tensor([5, 2, 4])
+    enc = model.encode(src_ids, src_lengths)
+    state, prev = model.init_state(enc), torch.full((3,), BOS_ID)
+    first = model.decode_top(prev, state, enc, 2, BANNED)
+    kept = model.__dict__["_projection_cache"][1]
+    model.decode_top(prev, state, enc, 2, BANNED)
+    assert model.__dict__["_projection_cache"][1] is kept  # arranged once per search, not per step
+    model.decoder.output.bias.add_(torch.arange(40.0))  # in place, as a fused optimizer step changes it
+    enc = model.encode(src_ids, src_lengths)  # a new search
+    after = model.decode_top(prev, model.init_state(enc), enc, 2, BANNED)
+    expected = model.decode_step(prev, model.init_state(enc), enc).log_probs
+    expected[:, list(BANNED)] = float("-inf")
+    assert torch.equal(after.ids, expected.topk(2, dim=1).indices)
+    assert not torch.equal(after.ids, first.ids)
 
 
 def _model(attention: str, vocab: int = 40, seed: int = 0) -> Seq2Seq:

@@ -17,7 +17,8 @@ from ..errors import ConfigError
 from .decoder import AttentionType, Decoder, DecoderState, StepOutput
 from ..device import to_device_async
 from .encoder import Encoder, EncoderOutput, join_directions
-from .top_tokens import TopTokens, top_log_probs
+from .fused import product_dtype
+from .top_tokens import TopTokens, search_projection, top_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class Seq2Seq(nn.Module):
             src_ids = src_ids.new_full((src_ids.size(0), 1), self.pad_id)
         src_lengths = src_lengths.clamp(min=1)
         self.decoder.forget_arranged_weights()  # a new search: the weights may have changed since the last
+        self.__dict__.pop("_projection_cache", None)
         output, h_n = self.encoder(src_ids, src_lengths)
         device_lengths = to_device_async(src_lengths, src_ids.device)  # pinned: the host does not wait
         src_mask = torch.arange(src_ids.size(1), device=src_ids.device)[None, :] < device_lengths[:, None]
@@ -153,8 +155,20 @@ class Seq2Seq(nn.Module):
         """:meth:`decode_step` reduced to the k most probable tokens of each row, the ``banned`` ids left out of
         the choice (see :mod:`.top_tokens`): TopTokens(log_probs (B, k), ids (B, k), state, attention)."""
         features, state, attention = self.decoder.step_features(prev_ids, state, enc)
-        log_probs, ids = top_log_probs(features, self.output_layer, k, banned)
+        log_probs, ids = top_log_probs(features, self.output_layer, k, banned, projection=self._projection(features))
         return TopTokens(log_probs, ids, state, attention)
+
+    def _projection(self, features: Tensor) -> Tensor | None:
+        """The output layer arranged for search on the CPU (:func:`.top_tokens.search_projection`), kept until
+        the dtype or a parameter's storage changes, or the next search begins (``encode`` drops it)."""
+        if features.device.type != "cpu":
+            return None
+        output, dtype = self.output_layer, product_dtype(features.device)
+        key = (dtype, output.weight.data_ptr(), None if output.bias is None else output.bias.data_ptr())
+        cached = self.__dict__.get("_projection_cache")
+        if cached is None or cached[0] != key:
+            self.__dict__["_projection_cache"] = cached = (key, search_projection(output, dtype))
+        return cached[1]
 
     def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, rows: Tensor | None = None) -> Tensor:
         """Teacher forcing: src_ids (B, S), src_lengths (B,), tgt_in_ids (B, T) (BOS + target) -> logits (B, T, V),

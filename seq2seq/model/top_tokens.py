@@ -8,6 +8,10 @@ log_softmax and the choice run while that block is in cache, and the top-k first
 column blocks with the largest maxima (a vectorised ``amax``), then the top k among them only.
 The values are log_softmax's own, so the result equals masking the full log-probabilities
 and taking their top k.
+
+On the CPU the output layer's bias rides inside the product (:func:`search_projection`):
+``addmm`` first copies the bias into every row of its (rows, V) result and then reads that
+result back, so a projection [W^T; b] of rows [x, 1] does the same work in one pass.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from .fused import product_dtype
 
 # Rows per block on the CPU: 128 x 8,000 fp32 logits are 4 MB. Against the whole-matrix path (output layer,
 # log_softmax, mask, topk) at 1,535 rows x 8,000, one thread (scripts/benchmark.py's beam-5 shape), blocks of
@@ -37,22 +43,45 @@ class TopTokens(NamedTuple):
     attention: Tensor | None
 
 
+def search_projection(output: nn.Linear, dtype: torch.dtype) -> Tensor:
+    """The output layer as one (E + 1, V) matrix in ``dtype``, [W^T; b] (W^T alone without a bias): rows
+    [x, 1] times it are ``output(x)``. Made once per search, not per step (``Seq2Seq.decode_top`` keeps it)."""
+    weight = output.weight.detach()
+    if output.bias is not None:
+        weight = torch.cat([weight, output.bias.detach()[:, None]], dim=1)
+    return weight.t().to(dtype).contiguous()
+
+
 def top_log_probs(features: Tensor, output: nn.Linear, k: int, banned: tuple[int, ...],
-                  block_rows: int | None = None) -> tuple[Tensor, Tensor]:
+                  block_rows: int | None = None, projection: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """features (N, E) -> the k largest of log_softmax(output(features)) per row with the ``banned`` token ids
-    left out of the choice (not of the normalisation): (log_probs (N, k) float32, ids (N, k) long)."""
+    left out of the choice (not of the normalisation): (log_probs (N, k) float32, ids (N, k) long).
+    ``projection``: :func:`search_projection` of ``output`` in the product dtype, if the caller keeps one."""
     rows = features.size(0)
     k = min(k, output.out_features)
+    on_cpu = features.device.type == "cpu"
     if block_rows is None:
-        block_rows = CPU_BLOCK_ROWS if features.device.type == "cpu" else max(rows, 1)
+        block_rows = CPU_BLOCK_ROWS if on_cpu else max(rows, 1)
+    if on_cpu and projection is None:
+        projection = search_projection(output, product_dtype(features.device))
     log_probs = torch.empty(rows, k, device=features.device)
     ids = torch.empty(rows, k, dtype=torch.long, device=features.device)
     banned_ids = list(banned)
     for start in range(0, rows, block_rows):
-        block = torch.log_softmax(output(features[start:start + block_rows]).float(), dim=1)
+        x = features[start:start + block_rows]
+        logits = output(x) if not on_cpu else torch.mm(_with_ones(x, projection), projection)
+        block = torch.log_softmax(logits.float(), dim=1)
         block[:, banned_ids] = float("-inf")
         log_probs[start:start + block_rows], ids[start:start + block_rows] = top_k_by_blocks(block, k)
     return log_probs, ids
+
+
+def _with_ones(x: Tensor, projection: Tensor) -> Tensor:
+    """x (N, E) in the projection's dtype, with a column of ones when the projection has a bias row."""
+    x = x.to(projection.dtype)
+    if projection.size(0) == x.size(1):
+        return x
+    return torch.cat([x, x.new_ones(x.size(0), 1)], dim=1)
 
 
 def top_k_by_blocks(values: Tensor, k: int, width: int = COLUMN_BLOCK) -> tuple[Tensor, Tensor]:
