@@ -124,6 +124,17 @@ def test_the_search_projection_carries_the_bias_in_its_last_row(bias: bool) -> N
     assert search_projection(output, torch.bfloat16).dtype == torch.bfloat16
 
 
+def test_the_projection_runs_in_autocasts_dtype_or_else_the_weights_own() -> None:
+    from seq2seq.model.top_tokens import projection_dtype
+
+    cpu = torch.device("cpu")
+    output = _output_layer(300, bias=True)
+    assert projection_dtype(output, cpu) == torch.float32
+    assert projection_dtype(output.double(), cpu) == torch.float64  # no silent fp32 products for fp64 layers
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert projection_dtype(output, cpu) == torch.bfloat16
+
+
 @torch.no_grad()
 def test_decode_top_keeps_its_projection_for_a_search_and_the_next_search_sees_new_weights() -> None:
     model = _model("bahdanau")

@@ -17,8 +17,7 @@ from ..errors import ConfigError
 from .decoder import AttentionType, Decoder, DecoderState, StepOutput
 from ..device import to_device_async
 from .encoder import Encoder, EncoderOutput, join_directions
-from .fused import product_dtype
-from .top_tokens import TopTokens, search_projection, top_log_probs
+from .top_tokens import TopTokens, projection_dtype, search_projection, top_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +162,8 @@ class Seq2Seq(nn.Module):
         the dtype or a parameter's storage changes, or the next search begins (``encode`` drops it)."""
         if features.device.type != "cpu":
             return None
-        output, dtype = self.output_layer, product_dtype(features.device)
+        output = self.output_layer
+        dtype = projection_dtype(output, features.device)
         key = (dtype, output.weight.data_ptr(), None if output.bias is None else output.bias.data_ptr())
         cached = self.__dict__.get("_projection_cache")
         if cached is None or cached[0] != key:

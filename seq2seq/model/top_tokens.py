@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .fused import product_dtype
 
 # Rows per block on the CPU: 128 x 8,000 fp32 logits are 4 MB. Against the whole-matrix path (output layer,
 # log_softmax, mask, topk) at 1,535 rows x 8,000, one thread (scripts/benchmark.py's beam-5 shape), blocks of
@@ -41,6 +40,13 @@ class TopTokens(NamedTuple):
     ids: Tensor
     state: Any
     attention: Tensor | None
+
+
+def projection_dtype(output: nn.Linear, device: torch.device) -> torch.dtype:
+    """The dtype the output layer's product runs in: autocast's when it is on, else the weight's own."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return output.weight.dtype
 
 
 def search_projection(output: nn.Linear, dtype: torch.dtype) -> Tensor:
@@ -63,7 +69,7 @@ def top_log_probs(features: Tensor, output: nn.Linear, k: int, banned: tuple[int
     if block_rows is None:
         block_rows = CPU_BLOCK_ROWS if on_cpu else max(rows, 1)
     if on_cpu and projection is None:
-        projection = search_projection(output, product_dtype(features.device))
+        projection = search_projection(output, projection_dtype(output, features.device))
     log_probs = torch.empty(rows, k, device=features.device)
     ids = torch.empty(rows, k, dtype=torch.long, device=features.device)
     banned_ids = list(banned)
