@@ -114,7 +114,7 @@ def test_word_dropout_is_checked_and_reaches_the_model() -> None:
     from seq2seq.model.seq2seq import Seq2Seq
 
     model = Seq2Seq.from_config(load_config("tiny", ["model.word_dropout=0.2"]).model, 50, 50)
-    assert model.encoder.dropout.word_p == 0.2 and model.decoder.embedding_dropout.word_p == 0.2
+    assert model.encoder.embedding_dropout.word_p == 0.2 and model.decoder.embedding_dropout.word_p == 0.2
 
 
 def test_malformed_override_shows_the_expected_form() -> None:

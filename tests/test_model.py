@@ -221,7 +221,7 @@ def test_word_dropout_drops_whole_tokens_in_training_and_nothing_in_eval(overrid
     plain, dropped = build(overrides), build({**overrides, "word_dropout": 0.5})
     assert torch.equal(plain(*batch()), dropped(*batch()))  # eval: the same weights give the same logits
     seen = {}
-    for name, module in (("src", dropped.encoder.dropout), ("tgt", dropped.decoder.embedding_dropout)):
+    for name, module in (("src", dropped.encoder.embedding_dropout), ("tgt", dropped.decoder.embedding_dropout)):
         module.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, out))
     torch.manual_seed(0)
     src_ids, _, tgt_in_ids = batch()

@@ -148,7 +148,7 @@ class Encoder(nn.Module):
                  bidirectional: bool, dropout: float, word_dropout: float = 0.0) -> None:
         super().__init__()
         self.embedding = embedding
-        self.dropout = EmbeddingDropout(dropout, word_dropout)
+        self.embedding_dropout = EmbeddingDropout(dropout, word_dropout)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.bidirectional = bidirectional
@@ -169,7 +169,7 @@ class Encoder(nn.Module):
         (B, S, D*H) with zeros at padded positions, ``h_n`` (L*D, B, H) in the batch's
         own order, each sentence's state at its own last real token.
         """
-        embedded = self.dropout(self.embedding(src_ids))
+        embedded = self.embedding_dropout(self.embedding(src_ids))
         lengths = cpu_lengths(src_lengths)
         order = torch.sort(lengths, descending=True, stable=True).indices
         in_order = bool((order == torch.arange(len(order))).all())

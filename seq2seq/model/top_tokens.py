@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-
 # Rows per block on the CPU: 128 x 8,000 fp32 logits are 4 MB. Against the whole-matrix path (output layer,
 # log_softmax, mask, topk) at 1,535 rows x 8,000, one thread (scripts/benchmark.py's beam-5 shape), blocks of
 # 32 / 64 / 128 / 256 / 512 / all rows took 0.64 / 0.48 / 0.41 / 0.43 / 0.71 / 0.89 x its time for k = 5 under
