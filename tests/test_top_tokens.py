@@ -142,9 +142,9 @@ def test_decode_top_keeps_its_projection_for_a_search_and_the_next_search_sees_n
     enc = model.encode(src_ids, src_lengths)
     state, prev = model.init_state(enc), torch.full((3,), BOS_ID)
     first = model.decode_top(prev, state, enc, 2, BANNED)
-    kept = model.__dict__["_projection_cache"][1]
+    kept = model.decoder.__dict__["_arranged_cache"]["projection"][1]
     model.decode_top(prev, state, enc, 2, BANNED)
-    assert model.__dict__["_projection_cache"][1] is kept  # arranged once per search, not per step
+    assert model.decoder.__dict__["_arranged_cache"]["projection"][1] is kept  # arranged once per search, not per step
     model.decoder.output.bias.add_(torch.arange(40.0))  # in place, as a fused optimizer step changes it
     enc = model.encode(src_ids, src_lengths)  # a new search
     after = model.decode_top(prev, model.init_state(enc), enc, 2, BANNED)

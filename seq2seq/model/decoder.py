@@ -243,8 +243,8 @@ class Decoder(nn.Module):
     def _feeding_weights(self, dtype: torch.dtype, embedding_size: int) -> FeedingWeights:
         """The input-feeding loop's weights for search, arranged once per search as :meth:`_inference_weights`."""
         params = (*self.gru._flat_weights, self.readout.weight, self.readout.bias)
-        return self._arranged(dtype, params, lambda: gather_feeding_weights(self.gru, self.readout, embedding_size,
-                                                                            dtype))
+        arrange = lambda: gather_feeding_weights(self.gru, self.readout, embedding_size, dtype)  # noqa: E731
+        return self.arranged("feeding", dtype, params, arrange)
 
     def _bahdanau(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
         """Bahdanau et al. 2015 over T steps (T = 1 when stepping): attend from the previous top-layer state,
@@ -279,20 +279,20 @@ class Decoder(nn.Module):
         """The loop's weights for search, arranged (and cast) once per search, not per step. ``Seq2Seq.encode``
         drops them (parameter versions cannot tell: fused optimizers update weights in place without bumping them)."""
         query_proj, energy = self.attention.query_proj, self.attention.energy
-        return self._arranged(dtype, loop_parameters(self.gru, query_proj, energy, embedding_size),
-                              lambda: gather_weights(self.gru, query_proj, energy, embedding_size, dtype))
+        return self.arranged("loop", dtype, loop_parameters(self.gru, query_proj, energy, embedding_size),
+                             lambda: gather_weights(self.gru, query_proj, energy, embedding_size, dtype))
 
-    def _arranged(self, dtype: torch.dtype, params: Sequence[Tensor], arrange: Callable[[], Any]) -> Any:
-        """``arrange()``, kept until the dtype or a parameter's storage changes, or the next search begins."""
+    def arranged(self, name: str, dtype: torch.dtype, params: Sequence[Tensor], arrange: Callable[[], Any]) -> Any:
+        """``arrange()`` kept under ``name`` until the dtype or a parameter's storage changes, or the next search."""
         key = (dtype, *(p.data_ptr() for p in params))
-        cached = self.__dict__.get("_weights_cache")
-        if cached is None or cached[0] != key:
-            self.__dict__["_weights_cache"] = cached = (key, arrange())
-        return cached[1]
+        cache = self.__dict__.setdefault("_arranged_cache", {})  # name -> (key, arranged)
+        if name not in cache or cache[name][0] != key:
+            cache[name] = (key, arrange())
+        return cache[name][1]
 
     def forget_arranged_weights(self) -> None:
         """Drop the weights arranged for search: the next step arranges them from the parameters as they are."""
-        self.__dict__.pop("_weights_cache", None)
+        self.__dict__.pop("_arranged_cache", None)
 
 
 def _positions(x: Tensor, rows: Tensor | None) -> Tensor:

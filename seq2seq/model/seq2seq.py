@@ -127,7 +127,6 @@ class Seq2Seq(nn.Module):
             src_ids = src_ids.new_full((src_ids.size(0), 1), self.pad_id)
         src_lengths = src_lengths.clamp(min=1)
         self.decoder.forget_arranged_weights()  # a new search: the weights may have changed since the last
-        self.__dict__.pop("_projection_cache", None)
         output, h_n = self.encoder(src_ids, src_lengths)
         device_lengths = to_device_async(src_lengths, src_ids.device)  # pinned: the host does not wait
         src_mask = torch.arange(src_ids.size(1), device=src_ids.device)[None, :] < device_lengths[:, None]
@@ -158,17 +157,14 @@ class Seq2Seq(nn.Module):
         return TopTokens(log_probs, ids, state, attention)
 
     def _projection(self, features: Tensor) -> Tensor | None:
-        """The output layer arranged for search on the CPU (:func:`.top_tokens.search_projection`), kept until
-        the dtype or a parameter's storage changes, or the next search begins (``encode`` drops it)."""
+        """The output layer arranged for search on the CPU (:func:`.top_tokens.search_projection`), kept with the
+        decoder's other arranged weights (``Decoder.arranged``: until the next search begins)."""
         if features.device.type != "cpu":
             return None
         output = self.output_layer
         dtype = projection_dtype(output, features.device)
-        key = (dtype, output.weight.data_ptr(), None if output.bias is None else output.bias.data_ptr())
-        cached = self.__dict__.get("_projection_cache")
-        if cached is None or cached[0] != key:
-            self.__dict__["_projection_cache"] = cached = (key, search_projection(output, dtype))
-        return cached[1]
+        params = [output.weight] if output.bias is None else [output.weight, output.bias]
+        return self.decoder.arranged("projection", dtype, params, lambda: search_projection(output, dtype))
 
     def forward(self, src_ids: Tensor, src_lengths: Tensor, tgt_in_ids: Tensor, rows: Tensor | None = None) -> Tensor:
         """Teacher forcing: src_ids (B, S), src_lengths (B,), tgt_in_ids (B, T) (BOS + target) -> logits (B, T, V),
