@@ -20,7 +20,8 @@ from .ids import EOS_ID
 from .metrics import Scores, score_corpus
 from .textio import read_lines
 from .writing import atomic_output
-from .translate import check_can_plot_attention, format_translation, write_attention_plot
+from .rescoring import Rescorer
+from .translate import check_can_plot_attention, format_translation, translate_and_rerank, write_attention_plot
 from .translator import Translator
 
 logger = logging.getLogger(__name__)
@@ -46,18 +47,20 @@ def score_command(*, hyp_path: str, ref_path: str, as_json: bool, tokenize: str,
 
 def evaluate_command(*, checkpoint: str | list[str], src_path: str, ref_path: str, decode_overrides: dict[str, Any],
                      device: str, as_json: bool, tokenize: str, lowercase: bool, attention_plot: str | None,
-                     output_path: str | None) -> None:
-    """``seq2seq evaluate``: translate a source file with a checkpoint (several: an ensemble), score it, print."""
+                     output_path: str | None, rescore: list[str] | None = None, rescore_weight: float = 0.5) -> None:
+    """``seq2seq evaluate``: translate a source file with a checkpoint (several: an ensemble), score it, print.
+    ``rescore`` checkpoints rerank the beam (:mod:`.rescoring`)."""
     srcs, refs = read_aligned(src_path, ref_path)
     checkpoints = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
     translator = Translator.from_checkpoints(checkpoints, device)
+    rescorer = Rescorer.from_checkpoints(rescore, rescore_weight, device) if rescore else None
     options = dataclasses.replace(translator.decode_options(decode_overrides), nbest=1)
     names = ", ".join(checkpoints)
     if attention_plot:
         check_can_plot_attention(translator, names)
     start = time.perf_counter()
-    translated = list(translator.translate_lines(enumerate(srcs, start=1), options,
-                                                 return_attention=bool(attention_plot), name=src_path))
+    translated = list(translate_and_rerank(translator, rescorer, enumerate(srcs, start=1), options,
+                                           bool(attention_plot), src_path))
     elapsed = time.perf_counter() - start
     logger.info("translated %d sentences in %.1f s (%.1f sentences/s, beam %d)", len(srcs), elapsed,
                 len(srcs) / max(elapsed, 1e-9), options.beam_size)
@@ -69,7 +72,8 @@ def evaluate_command(*, checkpoint: str | list[str], src_path: str, ref_path: st
         for line in translated:
             write_attention_plot(translator, line, attention_plot)
     scores = score_corpus(hyps, refs, tokenize=tokenize, lowercase=lowercase)
-    _print_scores(scores, as_json, {"checkpoint": names, "src": src_path, "ref": ref_path,
+    rescoring = {"rescore": ", ".join(rescore), "rescore_weight": rescore_weight} if rescore else {}
+    _print_scores(scores, as_json, {"checkpoint": names, **rescoring, "src": src_path, "ref": ref_path,
                                     "decode": dataclasses.asdict(options),
                                     "sentences_per_second": round(len(srcs) / max(elapsed, 1e-9), 2)})
 

@@ -18,12 +18,13 @@ from .errors import ConfigError
 from .ids import EOS_ID
 from .logs import count_lines, progress
 from .plots import plot_attention, require_matplotlib
+from .rescoring import Rescorer
 from .textio import iter_file_lines, iter_lines
 from .writing import atomic_output
 from .translator import TranslatedLine, Translation, Translator
 
 __all__ = ["TranslatedLine", "Translation", "Translator", "check_can_plot_attention", "format_translation",
-           "translate_command", "write_attention_plot"]
+           "translate_and_rerank", "translate_command", "write_attention_plot"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,11 @@ def format_translation(line: TranslatedLine, nbest: int) -> list[str]:
 
 def translate_command(*, checkpoint: str | list[str] | None, input_path: str | None, output_path: str | None,
                       decode_overrides: dict[str, Any], device: str, attention_plot: str | None,
-                      model: str | None = None) -> None:
+                      model: str | None = None, rescore: list[str] | None = None, rescore_weight: float = 0.5) -> None:
     """``seq2seq translate``: stdin or a file to stdout or a file, one line (or nbest lines) per input line.
 
     The model comes from ``checkpoint`` (one .pt file, or several decoded as an ensemble) or
-    ``model`` (an exported folder or hub id).
+    ``model`` (an exported folder or hub id); ``rescore`` checkpoints rerank its beam (:mod:`.rescoring`).
     """
     if model is not None:
         translator = Translator.from_pretrained(model, device)
@@ -59,17 +60,18 @@ def translate_command(*, checkpoint: str | list[str] | None, input_path: str | N
         checkpoints = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint or [])
         translator = Translator.from_checkpoints(checkpoints, device)
     options = translator.decode_options(decode_overrides)
+    rescorer = Rescorer.from_checkpoints(rescore, rescore_weight, device) if rescore else None
     if attention_plot:
         check_can_plot_attention(translator, ", ".join(checkpoints))
     if input_path is None and output_path is None and sys.stdin.isatty():
-        _interactive(translator, options, attention_plot)
+        _interactive(translator, options, attention_plot, rescorer)
         return
     if input_path is None:
         lines: Iterable[tuple[int, str]] = iter_lines(sys.stdin, "<stdin>")
     else:
         lines = iter_file_lines(input_path)
     name = input_path or "<stdin>"
-    translated = translator.translate_lines(lines, options, return_attention=bool(attention_plot), name=name)
+    translated = translate_and_rerank(translator, rescorer, lines, options, bool(attention_plot), name)
     if output_path is None:
         _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
         return
@@ -78,6 +80,18 @@ def translate_command(*, checkpoint: str | list[str] | None, input_path: str | N
         _write_lines(progress(translated, desc="translate", unit="lines", total=total), handle, options.nbest,
                      translator, attention_plot)
     logger.info("wrote %s", output_path)
+
+
+def translate_and_rerank(translator: Translator, rescorer: Rescorer | None, lines: Iterable[tuple[int, str]],
+                         options: DecodeConfig, return_attention: bool = False, name: str = "<input>",
+                         chunk_lines: int | None = None) -> Iterator[TranslatedLine]:
+    """``translator.translate_lines``, its n-best lists reranked by ``rescorer`` when there is one."""
+    chunks = {} if chunk_lines is None else {"chunk_lines": chunk_lines}
+    if rescorer is None:
+        return translator.translate_lines(lines, options, return_attention=return_attention, name=name, **chunks)
+    translated = translator.translate_lines(lines, rescorer.search_options(options),
+                                            return_attention=return_attention, name=name, **chunks)
+    return rescorer.rerank(translated, options, **chunks)
 
 
 def _line_count(path: str | None) -> int | None:
@@ -97,7 +111,8 @@ def _write_lines(translated: Iterable[TranslatedLine], handle: TextIO, nbest: in
     handle.flush()
 
 
-def _interactive(translator: Translator, options: DecodeConfig, attention_plot: str | None) -> None:
+def _interactive(translator: Translator, options: DecodeConfig, attention_plot: str | None,
+                 rescorer: Rescorer | None) -> None:
     """A prompt on a terminal: each line is translated as soon as it is entered (Ctrl-D ends)."""
     print("Type a sentence and press Enter; Ctrl-D to quit.", file=sys.stderr)
 
@@ -111,8 +126,8 @@ def _interactive(translator: Translator, options: DecodeConfig, attention_plot: 
                 return
             yield item
 
-    translated = translator.translate_lines(prompted(), options, return_attention=bool(attention_plot),
-                                            chunk_lines=1, name="<stdin>")
+    translated = translate_and_rerank(translator, rescorer, prompted(), options, bool(attention_plot), "<stdin>",
+                                      chunk_lines=1)
     _write_lines(translated, sys.stdout, options.nbest, translator, attention_plot)
 
 

@@ -40,6 +40,7 @@ class Translation:
     score: float
     tgt_ids: list[int]
     attention: Tensor | None = None  # (len(tgt_ids) + 1, len(src_ids)): rows are output pieces, EOS last
+    log_prob: float = 0.0  # the sum of the token log-probabilities, EOS included (score before normalising)
 
 
 @dataclass
@@ -97,6 +98,11 @@ class Translator:
         loaded = [load_model(path, resolved) for path in paths]
         fingerprint = loaded[0].tokenizer.fingerprint()
         for path, member in zip(paths[1:], loaded[1:]):
+            if member.tokenizer.target_order != loaded[0].tokenizer.target_order:
+                raise CheckpointError(f"cannot ensemble {paths[0]} and {path}: one writes its targets "
+                                      f"{loaded[0].tokenizer.target_order}, the other {member.tokenizer.target_order} "
+                                      f"(tokenizer.target_order); a right-to-left model can rerank the other's "
+                                      f"translations instead: --rescore")
             if member.tokenizer.fingerprint() != fingerprint:
                 raise CheckpointError(f"cannot ensemble {paths[0]} and {path}: the tokenizer differs, so their "
                                       f"vocabularies do not match; an ensemble needs models trained with one tokenizer")
@@ -211,5 +217,5 @@ class Translator:
         if not src_ids:
             return [Translation(text="", score=0.0, tgt_ids=[])]
         texts = self.tokenizer.decode_tgt_batch([h.tgt_ids for h in nbest])
-        return [Translation(text=text, score=h.score, tgt_ids=h.tgt_ids, attention=h.attention)
+        return [Translation(text=text, score=h.score, tgt_ids=h.tgt_ids, attention=h.attention, log_prob=h.log_prob)
                 for text, h in zip(texts, nbest)]

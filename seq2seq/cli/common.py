@@ -47,6 +47,11 @@ def decode_arguments(sub: argparse.ArgumentParser, model_folders: bool = False) 
     sub.add_argument("--top-k", type=int, help="sampling: draw among the K most probable tokens only; 0 = all")
     sub.add_argument("--top-p", type=float, help="sampling: draw within the top-p probability mass; 1 = all")
     sub.add_argument("--seed", type=int, help="sampling: the random seed (the same seed, the same samples)")
+    sub.add_argument("--rescore", action="append", metavar="CHECKPOINT",
+                     help="rerank the beam with this model's log-probability (e.g. one trained with "
+                          "tokenizer.target_order=right_to_left); repeat it to score with an ensemble")
+    sub.add_argument("--rescore-weight", type=float, default=0.5,
+                     help="weight w of the rescoring model(s): (1 - w) log P_main + w log P_rescore (default 0.5)")
 
 
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,8 @@ def _run_translate(args: argparse.Namespace) -> None:
 
     translate_command(checkpoint=args.checkpoints, input_path=args.input, output_path=args.output,
                       decode_overrides=decode_overrides(args), device=args.device,
-                      attention_plot=args.attention_plot, model=args.model)
+                      attention_plot=args.attention_plot, model=args.model, rescore=args.rescore,
+                      rescore_weight=args.rescore_weight)
 
 
 def _evaluate_arguments(sub: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     evaluate_command(checkpoint=args.checkpoints, src_path=args.src, ref_path=args.ref,
                      decode_overrides=decode_overrides(args), device=args.device, as_json=args.as_json,
                      tokenize=args.tokenize, lowercase=args.lowercase, attention_plot=args.attention_plot,
-                     output_path=args.output)
+                     output_path=args.output, rescore=args.rescore, rescore_weight=args.rescore_weight)
 
 
 def _score_arguments(sub: argparse.ArgumentParser) -> None:

@@ -87,6 +87,10 @@ class TokenizerConfig:
     # segmentations (-1 = all; unigram models). Dev, test and translation stay deterministic.
     sampling_alpha: float = 0.0
     sampling_nbest: int = -1  # segmentations sampled among with sampling_alpha: -1 = all (unigram), else the n best
+    # right_to_left: the model reads and writes the target's pieces last to first (its translations
+    # still come out as ordinary text). Such a model reranks the n-best lists of left-to-right ones:
+    # `seq2seq translate --rescore` (README, "Reranking with right-to-left models").
+    target_order: Literal["left_to_right", "right_to_left"] = "left_to_right"
 
     def __post_init__(self) -> None:
         _require(not (self.model and (self.src_model or self.tgt_model)), "tokenizer.model",

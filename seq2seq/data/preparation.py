@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config, DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .batches import EncodedCorpus, SplitReport, padding_ratio
 from .cache import (file_identity, install_entry, remember_hash, remembered_hash, scratch_directory, verify_entry,
                     warn_damaged, write_manifest)
@@ -77,6 +77,12 @@ def prepare(cfg: Config, verbose: bool = True, tokenizer: Tokenizer | None = Non
     root = cache_root(cfg.data)
     sources = {split: found for split in SPLITS if (found := corpus_sources(cfg.data, split))}
     given = tokenizer or tokenizer_from_files(cfg.tokenizer)
+    if tokenizer is not None and tokenizer.target_order != cfg.tokenizer.target_order:
+        raise ConfigError(f"the given tokenizer (that of the checkpoint being fine-tuned) writes targets "
+                          f"{tokenizer.target_order}, but tokenizer.target_order is {cfg.tokenizer.target_order}: "
+                          f"set tokenizer.target_order={tokenizer.target_order}")
+    if given is not None:
+        given = given.in_order(cfg.tokenizer.target_order == "right_to_left")
     opened = _open_unchanged(root, cfg, sources, given) or _build(root, cfg, sources, verbose, given)
     tokenizer, directory, corpora = opened
     for split, corpus in corpora.items():
@@ -110,6 +116,7 @@ def _open_unchanged(root: Path, cfg: Config, sources: dict[Split, list[CorpusSou
     tokenizer = given or load_cached_tokenizer(root / "tokenizer" / _tokenizer_key(hashes, cfg))
     if tokenizer is None:
         return None
+    tokenizer = _in_configured_order(tokenizer, cfg)
     directory = root / "data" / _data_key(hashes, cfg, given)
     corpora = _open_entry(directory, tokenizer)
     return None if corpora is None else (tokenizer, directory, corpora)
@@ -125,7 +132,7 @@ def _build(root: Path, cfg: Config, sources: dict[Split, list[CorpusSource]], ve
             read = {split: collect_split(tmp, split, found, meter, file_identity) for split, found in sources.items()}
         hashes = {split: [corpus.sha256 for corpus in corpora] for split, corpora in read.items()}
         marks.append(time.monotonic())
-        tokenizer = given or _trained_tokenizer(tmp, read["train"][-1].stop, cfg, root, hashes)
+        tokenizer = _in_configured_order(given or _trained_tokenizer(tmp, read["train"][-1].stop, cfg, root, hashes), cfg)
         directory = root / "data" / _data_key(hashes, cfg, given)
         marks.append(time.monotonic())
         corpora = _open_entry(directory, tokenizer)  # another process may have built it meanwhile
@@ -153,6 +160,11 @@ def _trained_tokenizer(directory: Path, pairs: int, cfg: Config, root: Path, has
     return load_or_train_tokenizer(sample_src, sample_tgt, cfg.tokenizer, root, key=_tokenizer_key(hashes, cfg))
 
 
+def _in_configured_order(tokenizer: Tokenizer, cfg: Config) -> Tokenizer:
+    """The tokenizer in ``tokenizer.target_order`` (SentencePiece models are trained and cached in one order)."""
+    return tokenizer.in_order(cfg.tokenizer.target_order == "right_to_left")
+
+
 def _tokenizer_key(hashes: dict[str, list[str]], cfg: Config) -> str:
     return stream_tokenizer_key(hashlib.sha256(json.dumps(hashes["train"]).encode()).hexdigest(), cfg.tokenizer)
 
@@ -161,6 +173,8 @@ def _data_key(hashes: dict[str, list[str]], cfg: Config, given: Tokenizer | None
     """The cache entry's name: the corpora, max_length and the tokenizer (a given one by its fingerprint)."""
     tokenizer_id = given.fingerprint() if given is not None else _tokenizer_key(hashes, cfg)
     key = [CACHE_VERSION, tokenizer_id, cfg.data.max_length, hashes]
+    if cfg.tokenizer.target_order != "left_to_right":  # keys of left-to-right entries stay as they were
+        key.append(cfg.tokenizer.target_order)
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:24]
 
 
