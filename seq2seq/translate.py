@@ -21,7 +21,7 @@ from .plots import plot_attention, require_matplotlib
 from .rescoring import Rescorer
 from .textio import iter_file_lines, iter_lines
 from .writing import atomic_output
-from .translator import TranslatedLine, Translation, Translator
+from .translator import CHUNK_LINES, TranslatedLine, Translation, Translator
 
 __all__ = ["TranslatedLine", "Translation", "Translator", "check_can_plot_attention", "format_translation",
            "translate_and_rerank", "translate_command", "write_attention_plot"]
@@ -84,14 +84,14 @@ def translate_command(*, checkpoint: str | list[str] | None, input_path: str | N
 
 def translate_and_rerank(translator: Translator, rescorer: Rescorer | None, lines: Iterable[tuple[int, str]],
                          options: DecodeConfig, return_attention: bool = False, name: str = "<input>",
-                         chunk_lines: int | None = None) -> Iterator[TranslatedLine]:
+                         chunk_lines: int = CHUNK_LINES) -> Iterator[TranslatedLine]:
     """``translator.translate_lines``, its n-best lists reranked by ``rescorer`` when there is one."""
-    chunks = {} if chunk_lines is None else {"chunk_lines": chunk_lines}
     if rescorer is None:
-        return translator.translate_lines(lines, options, return_attention=return_attention, name=name, **chunks)
-    translated = translator.translate_lines(lines, rescorer.search_options(options),
-                                            return_attention=return_attention, name=name, **chunks)
-    return rescorer.rerank(translated, options, **chunks)
+        return translator.translate_lines(lines, options, return_attention=return_attention,
+                                          chunk_lines=chunk_lines, name=name)
+    translated = translator.translate_lines(lines, rescorer.search_options(options), return_attention=return_attention,
+                                            chunk_lines=chunk_lines, name=name)
+    return rescorer.rerank(translated, options, chunk_lines=chunk_lines)
 
 
 def _line_count(path: str | None) -> int | None:

@@ -82,7 +82,7 @@ def prepare(cfg: Config, verbose: bool = True, tokenizer: Tokenizer | None = Non
                           f"{tokenizer.target_order}, but tokenizer.target_order is {cfg.tokenizer.target_order}: "
                           f"set tokenizer.target_order={tokenizer.target_order}")
     if given is not None:
-        given = given.in_order(cfg.tokenizer.target_order == "right_to_left")
+        given = _in_configured_order(given, cfg)
     opened = _open_unchanged(root, cfg, sources, given) or _build(root, cfg, sources, verbose, given)
     tokenizer, directory, corpora = opened
     for split, corpus in corpora.items():
@@ -113,10 +113,10 @@ def _open_unchanged(root: Path, cfg: Config, sources: dict[Split, list[CorpusSou
             if not source.files or None in file_hashes:
                 return None
             hashes[split].append(corpus_hash(source, file_hashes))  # type: ignore[arg-type]
-    tokenizer = given or load_cached_tokenizer(root / "tokenizer" / _tokenizer_key(hashes, cfg))
-    if tokenizer is None:
+    cached = given or load_cached_tokenizer(root / "tokenizer" / _tokenizer_key(hashes, cfg))
+    if cached is None:
         return None
-    tokenizer = _in_configured_order(tokenizer, cfg)
+    tokenizer = _in_configured_order(cached, cfg)
     directory = root / "data" / _data_key(hashes, cfg, given)
     corpora = _open_entry(directory, tokenizer)
     return None if corpora is None else (tokenizer, directory, corpora)
@@ -132,7 +132,8 @@ def _build(root: Path, cfg: Config, sources: dict[Split, list[CorpusSource]], ve
             read = {split: collect_split(tmp, split, found, meter, file_identity) for split, found in sources.items()}
         hashes = {split: [corpus.sha256 for corpus in corpora] for split, corpora in read.items()}
         marks.append(time.monotonic())
-        tokenizer = _in_configured_order(given or _trained_tokenizer(tmp, read["train"][-1].stop, cfg, root, hashes), cfg)
+        tokenizer = given or _in_configured_order(_trained_tokenizer(tmp, read["train"][-1].stop, cfg, root, hashes),
+                                                  cfg)
         directory = root / "data" / _data_key(hashes, cfg, given)
         marks.append(time.monotonic())
         corpora = _open_entry(directory, tokenizer)  # another process may have built it meanwhile

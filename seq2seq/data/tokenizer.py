@@ -163,7 +163,8 @@ class Tokenizer:
         (directory / "src.model").write_bytes(self._src_proto)
         if self._tgt_proto is not None:
             (directory / "tgt.model").write_bytes(self._tgt_proto)
-        meta = {"joint": self.joint, "right_to_left": self.right_to_left, "src_vocab_size": self.src_vocab_size, "tgt_vocab_size": self.tgt_vocab_size,
+        meta = {"joint": self.joint, "right_to_left": self.right_to_left,
+                "src_vocab_size": self.src_vocab_size, "tgt_vocab_size": self.tgt_vocab_size,
                 "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}}
         (directory / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
