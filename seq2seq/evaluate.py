@@ -62,7 +62,9 @@ def evaluate_command(*, checkpoint: str | list[str], src_path: str, ref_path: st
     translated = list(translate_and_rerank(translator, rescorer, enumerate(srcs, start=1), options,
                                            bool(attention_plot), src_path))
     elapsed = time.perf_counter() - start
-    logger.info("translated %d sentences in %.1f s (%.1f sentences/s, beam %d)", len(srcs), elapsed,
+    # With --rescore the time includes the rescorers' forced decoding of every kept hypothesis.
+    logger.info("translated %d sentences%s in %.1f s (%.1f sentences/s, beam %d)", len(srcs),
+                f" and reranked with {len(rescore)} model(s)" if rescore else "", elapsed,
                 len(srcs) / max(elapsed, 1e-9), options.beam_size)
     hyps = [line.best for line in translated]
     if output_path:

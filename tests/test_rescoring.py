@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -139,7 +140,7 @@ def test_an_empty_line_passes_through_reranking(three_models) -> None:
     assert lines[0].best == "" and lines[1].best
 
 
-def test_translate_and_evaluate_rerank_with_rescore(three_models, tmp_path: Path, capsys) -> None:
+def test_translate_and_evaluate_rerank_with_rescore(three_models, tmp_path: Path, capsys, caplog) -> None:
     source, reference = tmp_path / "src.txt", tmp_path / "ref.txt"
     source.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     reference.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
@@ -152,10 +153,12 @@ def test_translate_and_evaluate_rerank_with_rescore(three_models, tmp_path: Path
         _beam(main_model), dataclasses.replace(main_model.config.decode, beam_size=3))]
     assert output.read_text(encoding="utf-8").splitlines() == expected
     capsys.readouterr()
-    main(["evaluate", "-c", main_path, "--rescore", backward_path, "--rescore", backward_path, "--beam-size", "3",
-          "--device", "cpu", "--src", str(source), "--ref", str(reference), "--json"])
+    with caplog.at_level(logging.INFO, logger="seq2seq.evaluate"):
+        main(["evaluate", "-c", main_path, "--rescore", backward_path, "--rescore", backward_path, "--beam-size", "3",
+              "--device", "cpu", "--src", str(source), "--ref", str(reference), "--json"])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["rescore"] == f"{backward_path}, {backward_path}" and report["rescore_weight"] == 0.5
+    assert f"translated {len(SENTENCES)} sentences and reranked with 2 model(s) in" in caplog.text
     assert main(["evaluate", "-c", main_path, "--rescore", backward_path, "--beam-size", "1", "--device", "cpu",
                  "--src", str(source), "--ref", str(reference)]) == 2
     assert "--beam-size 2" in capsys.readouterr().err
