@@ -18,7 +18,8 @@ import torch
 
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.model.decoder import DecoderState, _Recurrence
-from seq2seq.model.fused import LoopWeights, StepwiseRecurrence, gru_cell, loop_parameters, run_loop
+from seq2seq.model.fused import LoopWeights, StepwiseRecurrence, loop_parameters, run_loop
+from seq2seq.model.gru_cell import gru_cell
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import search
 from tiny_models import (assert_decoder_gru_called_only_when_hooked,  # tests/tiny_models.py

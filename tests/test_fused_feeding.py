@@ -20,7 +20,7 @@ from seq2seq.checkpoint import load_model
 from seq2seq.config import DecodeConfig, ModelConfig
 from seq2seq.model import decoder as decoder_module
 from seq2seq.model.dropout import scaled_keep_mask
-from seq2seq.model.fused import gru_cell, gru_cell_backward
+from seq2seq.model.gru_cell import gru_cell, gru_cell_backward
 from seq2seq.model.fused_feeding import FeedingRecurrence, FeedingWeights, feeding_parameters, run_feeding_loop
 from seq2seq.model.seq2seq import Seq2Seq
 from seq2seq.search import search

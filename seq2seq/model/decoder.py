@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from .attention import attend_grouped, build_attention, softmax_bias
 from .dropout import Dropout, EmbeddingDropout
 from .encoder import EncoderOutput, run_gru
-from .fused import (LoopWeights, StepwiseRecurrence, gather_weights, layer_dropout, loop_parameters, product_dtype,
-                    run_loop)
+from .fused import LoopWeights, StepwiseRecurrence, gather_weights, layer_dropout, loop_parameters, run_loop
 from .fused_feeding import FeedingWeights, gather_feeding_weights, run_feeding
+from .gru_cell import product_dtype
 
 AttentionType = Literal["none", "bahdanau", "luong_dot", "luong_general"]
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .attention import additive_step, additive_step_backward
 from .dropout import scaled_keep_mask
+from .gru_cell import add_product, affine, gru_cell, gru_cell_backward, mm_t, product, product_dtype
 
 
 @dataclass
@@ -67,13 +68,6 @@ class LoopTrace:
     weights: Tensor | None = None
 
 
-def product_dtype(device: torch.device) -> torch.dtype:
-    """The dtype autocast would give a matrix product on ``device`` now (fp32 without autocast)."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return torch.float32
-
-
 def layer_dropout(gru: torch.nn.GRU, steps: int, batch: int, device: torch.device, training: bool) -> Tensor | None:
     """nn.GRU's dropout between layers, from torch's generator (resume draws the same): (L-1, T, B, H) or None."""
     if not (training and gru.dropout > 0):
@@ -93,48 +87,6 @@ def gather_weights(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch
         hh=[w(f"weight_hh_l{k}") for k in range(top)], hh_bias=[b(f"bias_hh_l{k}") for k in range(top)],
         ih=[w(f"weight_ih_l{k}") for k in range(1, top + 1)], ih_bias=[b(f"bias_ih_l{k}") for k in range(1, top + 1)],
         ih_context=w("weight_ih_l0")[:, embedding_size:], energy=energy.weight.detach().to(dtype)[0])
-
-
-def gru_cell(gi: Tensor, gh: Tensor, h: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """PyTorch's GRU cell from its two products: gi = W_ih x + b_ih, gh = W_hh h + b_hh, both (..., B, 3H) fp32.
-
-    Returns h' (..., B, H) and the gates r, z, n and W_hn h + b_hn that the backward pass reads.
-    """
-    size = h.size(-1)
-    rz = torch.sigmoid(gi[..., :2 * size] + gh[..., :2 * size])
-    r, z = rz[..., :size], rz[..., size:]
-    gh_n = gh[..., 2 * size:]
-    n = torch.tanh(torch.addcmul(gi[..., 2 * size:], r, gh_n))
-    return torch.addcmul(n, z, h - n), (r, z, n, gh_n)
-
-
-def gru_cell_backward(dh_new: Tensor, h: Tensor, r: Tensor, z: Tensor, n: Tensor, gh_n: Tensor,
-                      out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients through one cell: dh' (..., B, H) -> d gi, d gh (..., B, 3H), and dh through z alone (..., B, H).
-    ``out``: where to write d gi and d gh (e.g. rows of a buffer for every step)."""
-    dn_pre = dh_new * (1 - z) * (1 - n * n)
-    dz_pre = dh_new * (h - n) * z * (1 - z)
-    dr_pre = dn_pre * gh_n * r * (1 - r)
-    d_gi, d_gh = (None, None) if out is None else out
-    return (torch.cat([dr_pre, dz_pre, dn_pre], -1, out=d_gi), torch.cat([dr_pre, dz_pre, dn_pre * r], -1, out=d_gh),
-            dh_new * z)
-
-
-def affine(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """bias (out,) or (N, out) fp32 + x (N, in) fp32 times weight.T in the weight's dtype -> (N, out) fp32."""
-    if weight.dtype == torch.float32:
-        return torch.addmm(bias, x, weight.t())
-    return torch.mm(x.to(weight.dtype), weight.t()).float() + bias
-
-
-def product(x: Tensor, weight: Tensor) -> Tensor:
-    """x (N, O) fp32 times weight (O, I) in the weight's dtype -> (N, I) fp32: a gradient through x = ... W^T."""
-    return torch.mm(x.to(weight.dtype), weight).float()
-
-
-def _add_product(acc: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    """acc + x @ weight, fp32 (one fused product when the weight is fp32)."""
-    return torch.addmm(acc, x, weight) if weight.dtype == torch.float32 else acc + product(x, weight)
 
 
 def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
@@ -178,11 +130,6 @@ def new_trace(hidden: Tensor) -> LoopTrace:
     """An empty trace for a loop starting from hidden (L, B, H)."""
     return LoopTrace(hiddens=[[h] for h in hidden.float().unbind(0)], gates=[[] for _ in range(hidden.size(0))],
                      energies=[])
-
-
-def mm_t(grad: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
-    """A weight gradient over all T*B rows at once: grad (T, B, O), x (T, B, I) -> grad^T x (O, I) fp32."""
-    return torch.mm(grad.reshape(-1, grad.size(-1)).t().to(dtype), x.reshape(-1, x.size(-1)).to(dtype)).float()
 
 
 class StepwiseRecurrence(torch.autograd.Function):
@@ -271,17 +218,17 @@ def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: Loo
             if top:
                 d_top_q[t, :, :3 * size] = gh_grad
             else:
-                dh[k] = _add_product(dh[k], gh_grad, w.hh[k])
+                dh[k] = add_product(dh[k], gh_grad, w.hh[k])
             if k > 0:
                 if drop is None:
-                    dh[k - 1] = _add_product(dh[k - 1], gi_grad, w.ih[k - 1])
+                    dh[k - 1] = add_product(dh[k - 1], gi_grad, w.ih[k - 1])
                 else:
                     d_below = torch.mm(gi_grad.to(w.ih[k - 1].dtype), w.ih[k - 1]).float()
                     dh[k - 1] = torch.addcmul(dh[k - 1], d_below, drop[k - 1, t])
         torch.add(d_context[t], product(d_gi[0][t], w.ih_context), out=d_ctx[t])
         d_top_q[t, :, 3 * size:] = additive_step_backward(d_ctx[t], trace.energies[t], trace.weights[t], values,
                                                           w.energy, d_keys, d_energy)
-        dh[-1] = _add_product(dh[-1], d_top_q[t], w.top)
+        dh[-1] = add_product(dh[-1], d_top_q[t], w.top)
     return d_gi, d_gh, d_top_q, d_ctx, torch.stack(dh), d_keys, d_energy
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .fused import gru_cell, gru_cell_backward, product_dtype
+from .gru_cell import gru_cell, gru_cell_backward, product_dtype
 
 
 @dataclass

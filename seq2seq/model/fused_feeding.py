@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .attention import softmax_bias
-from .fused import affine, gru_cell, gru_cell_backward, layer_dropout, mm_t, product_dtype
+from .fused import layer_dropout
+from .gru_cell import affine, gru_cell, gru_cell_backward, mm_t, product_dtype
 
 
 @dataclass

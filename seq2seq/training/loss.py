@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ids import PAD_ID
-from ..model.fused import product_dtype
+from ..model.gru_cell import product_dtype
 
 
 class Objective(nn.Module):
