@@ -85,7 +85,7 @@ def test_decoder_equals_the_nn_gru_per_step_decoder_with_the_same_parameters(num
         torch.testing.assert_close(grad, expected_grads[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-def _stepped_with_nn_gru(decoder, embedded, state, enc) -> _Recurrence:
+def _stepped_with_nn_gru(decoder, embedded, state, enc, lengths=None) -> _Recurrence:
     steps = []
     for embedded_t in embedded.unbind(1):
         steps.append(_nn_gru_step(decoder, embedded_t, state, enc))
@@ -109,7 +109,7 @@ def test_the_loops_backward_equals_autograd_through_the_same_forward_with_dropou
     mask_bias[1, 3:] = float("-inf")
     drop = torch.empty(num_layers - 1, steps, batch, size).bernoulli_(0.7).div_(0.7)
     inputs = [gi, hidden, keys, values, *params]
-    outputs = StepwiseRecurrence.apply(gi, hidden, keys, values, mask_bias, drop, 6, decoder.gru,
+    outputs = StepwiseRecurrence.apply(gi, hidden, keys, values, mask_bias, drop, None, 6, decoder.gru,
                                        decoder.attention.query_proj, decoder.attention.energy, *params)
     expected = run_loop(gi, hidden, keys, values, mask_bias, drop, _differentiable_weights(params, num_layers))
     upstream = [torch.randn_like(outputs[i]) for i in (0, 1, 3)]

@@ -187,7 +187,7 @@ def _old_prepare_train(cfg, max_length: int) -> tuple[str, EncodedCorpus]:
 
 
 def _old_batch_order(corpus: EncodedCorpus, max_tokens: int, seed: int, epoch: int) -> list[list[int]]:
-    """The former batch_order on the lengths of the in-memory corpus, written out again."""
+    """batch_order on the lengths of the in-memory corpus, written out again as plain Python."""
     rng = np.random.default_rng([seed, epoch])
     order = np.lexsort((rng.permutation(len(corpus)), corpus.tgt_lengths, corpus.src_lengths)).tolist()
     batches, current, longest = [], [], 0
@@ -199,6 +199,7 @@ def _old_batch_order(corpus: EncodedCorpus, max_tokens: int, seed: int, epoch: i
         current.append(i)
         longest = max(longest, pair)
     batches.append(current)
+    batches = [sorted(batch, key=lambda i: -corpus.tgt_lengths[i]) for batch in batches]  # longest target first
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

@@ -138,7 +138,8 @@ class EncodedCorpus:
 
         Pairs are sorted by source length, then target length (ties broken at random
         when ``shuffle``), and cut into consecutive runs, so each batch holds pairs of
-        about the same lengths and little padding. With ``by="tokens"`` a batch's cost
+        about the same lengths and little padding. Within a batch, longest target first: the
+        decoder's loop drops rows whose targets have ended without reordering them. With ``by="tokens"`` a batch's cost
         is ``n_sentences * max(longest source, longest target + 1)`` and stays within
         ``max_tokens`` (a single pair above it gets a batch of its own); with
         ``by="sentences"`` a batch has ``max_tokens`` pairs. The order of the batches is
@@ -161,6 +162,7 @@ class EncodedCorpus:
             bounds = [*range(0, len(order), max_tokens), len(order)]
         else:
             raise ValueError(f"by must be 'tokens' or 'sentences', got {by!r}")
+        order = _longest_target_first(order, bounds, self.tgt_lengths)
         batches = [order[begin:end] for begin, end in zip(bounds[:-1], bounds[1:])]
         if rng is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]
@@ -221,6 +223,17 @@ def _length_order(src_lengths: np.ndarray, tgt_lengths: np.ndarray, tie_break: n
         return np.lexsort((tie_break, tgt_lengths, src_lengths))
     keys = (src_lengths.astype(np.int64) * tgt_span + tgt_lengths) * count + tie_break
     return np.argsort(keys)  # distinct keys: no tie for the sort algorithm to break
+
+
+def _longest_target_first(order: np.ndarray, bounds: list[int], tgt_lengths: np.ndarray) -> np.ndarray:
+    """``order`` with each run ``order[bounds[i]:bounds[i + 1]]`` sorted by target length, longest first
+    (stable: ties keep their order), in one argsort over all pairs."""
+    if len(order) == 0:
+        return order
+    run_of = np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
+    lengths = tgt_lengths[order].astype(np.int64)
+    span = int(lengths.max()) + 1
+    return order[np.argsort(run_of * span + (span - 1 - lengths), kind="stable")]
 
 
 def _token_bounds(order: np.ndarray, src_lengths: np.ndarray, tgt_lengths: np.ndarray, max_tokens: int) -> list[int]:

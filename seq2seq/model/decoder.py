@@ -20,16 +20,18 @@ vectors: the readout and the vocabulary projection run once over (B, T, *) after
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..ids import PAD_ID
+from .arranged import ArrangedWeights
 from .attention import attend_grouped, build_attention, softmax_bias
 from .dropout import Dropout, EmbeddingDropout
 from .encoder import EncoderOutput, run_gru
-from .fused import LoopWeights, StepwiseRecurrence, gather_weights, layer_dropout, loop_parameters, run_loop
+from .fused import LoopWeights, gather_weights, layer_dropout, loop_parameters, run_loop, stepwise_recurrence
 from .fused_feeding import FeedingWeights, gather_feeding_weights, run_feeding
 from .gru_cell import product_dtype
 
@@ -98,7 +100,7 @@ class _Recurrence:
     state: DecoderState
 
 
-class Decoder(nn.Module):
+class Decoder(ArrangedWeights, nn.Module):
     """A ``num_layers``-deep GRU of ``hidden_size`` units; attention reads ``context_size``-wide encoder states."""
 
     def __init__(self, *, embedding: nn.Embedding, hidden_size: int, num_layers: int, context_size: int,
@@ -137,7 +139,7 @@ class Decoder(nn.Module):
         and ``features``/``logits`` are (N, *)."""
         embedded = self.embedding_dropout(self.embedding(tgt_in_ids))
         if self.stepwise:
-            rec = self._loop(embedded, state, enc)
+            rec = self._loop(embedded, state, enc, _host_lengths(tgt_in_ids))
         else:
             rec = self._parallel(embedded, state, enc)
         if rec.readout is not None:
@@ -186,11 +188,13 @@ class Decoder(nn.Module):
         return _Recurrence(top=top, context=context, attention=attention, readout=None,
                            state=DecoderState(hidden=hidden, context=state.context))
 
-    def _loop(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
-        """Step-wise teacher forcing: the recurrent part per time step, its outputs stacked to (B, T, *)."""
+    def _loop(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput,
+              lengths: Tensor | None = None) -> _Recurrence:
+        """Step-wise teacher forcing: the recurrent part per time step, its outputs stacked to (B, T, *).
+        ``lengths`` (B,) on the CPU, the real steps of each row: the fused Bahdanau loop skips the rest."""
         if not self._gru_watched():
             if self.attention_type == "bahdanau":
-                return self._bahdanau(embedded, state, enc)
+                return self._bahdanau(embedded, state, enc, lengths)
             if self.input_feeding:
                 return self._feeding(embedded, state, enc)
         steps = []
@@ -246,7 +250,8 @@ class Decoder(nn.Module):
         arrange = lambda: gather_feeding_weights(self.gru, self.readout, embedding_size, dtype)  # noqa: E731
         return self.arranged("feeding", dtype, params, arrange)
 
-    def _bahdanau(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput) -> _Recurrence:
+    def _bahdanau(self, embedded: Tensor, state: DecoderState, enc: EncoderOutput,
+                  lengths: Tensor | None = None) -> _Recurrence:
         """Bahdanau et al. 2015 over T steps (T = 1 when stepping): attend from the previous top-layer state,
         feed [e_{t-1}; c_t] to the GRU. embedded (B, T, E) -> top (B, T, Hd), context (B, T, C), weights (B, T, S).
 
@@ -263,9 +268,9 @@ class Decoder(nn.Module):
         mask_bias = softmax_bias(enc.src_mask)
         drop = layer_dropout(gru, embedded.size(1), embedded.size(0), embedded.device, self.training)
         if differentiable:
-            top, context, weights, hidden = StepwiseRecurrence.apply(
-                gi_embedded, state.hidden, enc.keys, enc.output, mask_bias, drop, size, gru, query_proj, energy,
-                *params)
+            top, context, weights, hidden = stepwise_recurrence(gi_embedded, state.hidden, enc.keys, enc.output,
+                                                                mask_bias, drop, lengths, size, gru, query_proj, energy,
+                                                                params)
         else:
             weights_now = self._inference_weights(product_dtype(embedded.device), size)
             with torch.autocast(embedded.device.type, enabled=False):
@@ -282,17 +287,10 @@ class Decoder(nn.Module):
         return self.arranged("loop", dtype, loop_parameters(self.gru, query_proj, energy, embedding_size),
                              lambda: gather_weights(self.gru, query_proj, energy, embedding_size, dtype))
 
-    def arranged(self, name: str, dtype: torch.dtype, params: Sequence[Tensor], arrange: Callable[[], Any]) -> Any:
-        """``arrange()`` kept under ``name`` until the dtype or a parameter's storage changes, or the next search."""
-        key = (dtype, *(p.data_ptr() for p in params))
-        cache = self.__dict__.setdefault("_arranged_cache", {})  # name -> (key, arranged)
-        if name not in cache or cache[name][0] != key:
-            cache[name] = (key, arrange())
-        return cache[name][1]
 
-    def forget_arranged_weights(self) -> None:
-        """Drop the weights arranged for search: the next step arranges them from the parameters as they are."""
-        self.__dict__.pop("_arranged_cache", None)
+def _host_lengths(tgt_in_ids: Tensor) -> Tensor | None:
+    """The real positions of each row of tgt_in_ids (B, T) (BOS and the target), when they cost no device sync."""
+    return (tgt_in_ids != PAD_ID).sum(1) if tgt_in_ids.device.type == "cpu" else None
 
 
 def _positions(x: Tensor, rows: Tensor | None) -> Tensor:

@@ -13,10 +13,14 @@ What one ``nn.GRU`` call per step cannot do, this does:
 - the attention's query projection rides in the top layer's recurrent product: both read the
   previous top state, so one (B, H) x (H, 3H + A) product serves both;
 - the masked-softmax bias is built once per batch, the keys once per batch (by the caller);
-- :class:`StepwiseRecurrence` is the whole loop as one autograd node. Its backward walks the
-  steps in reverse for the state gradients only and then computes every weight gradient as
-  one matrix product over all T*B rows, as cuDNN does for full sequences, instead of T small
-  accumulations;
+- :class:`StepwiseRecurrence` is the whole loop as one autograd node. Its backward
+  (:mod:`.fused_backward`) walks the steps in reverse for the state gradients only and then
+  computes every weight gradient as one matrix product over all rows, as cuDNN does for full
+  sequences, instead of T small accumulations;
+- padding is not computed (:func:`stepwise_recurrence`): with the rows sorted longest target
+  first, step t runs only the sentences still open, as packed sequences do. A batch of
+  Multi30k holds about 7 % padding in its targets, a batch of a corpus with more varied
+  lengths more;
 - dropout between GRU layers is drawn from torch's generator (:mod:`.dropout`), so a resumed
   run that restores torch's RNG state draws the same masks on the CPU and on CUDA.
 
@@ -26,46 +30,14 @@ fp32 accumulation); the recurrent state, the gates and the softmax stay fp32.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from .attention import additive_step, additive_step_backward
+from .attention import additive_step
 from .dropout import scaled_keep_mask
-from .gru_cell import add_product, affine, gru_cell, gru_cell_backward, mm_t, product, product_dtype
-
-
-@dataclass
-class LoopWeights:
-    """The parameters one step reads, in the product dtype.
-
-    ``top`` (3H + A, H) = [W_hh of the top layer; W_q], ``top_bias`` (3H + A,) (biases stay fp32); ``hh`` / ``hh_bias``:
-    W_hh, b_hh of the layers below the top; ``ih`` / ``ih_bias``: W_ih, b_ih of layers 1..L-1;
-    ``ih_context`` (3H, C): the context half of layer 0's W_ih; ``energy`` (A,): v of v^T tanh(...).
-    """
-
-    top: Tensor
-    top_bias: Tensor
-    hh: list[Tensor]
-    hh_bias: list[Tensor]
-    ih: list[Tensor]
-    ih_bias: list[Tensor]
-    ih_context: Tensor
-    energy: Tensor
-
-
-@dataclass
-class LoopTrace:
-    """What the backward pass needs from the forward, per step (lists, so the forward copies nothing):
-    hiddens[l] T+1 states (B, H), h_0 first; gates[l] T tuples r, z, n, W_hn h + b_hn, each (B, H);
-    energies T tensors tanh(q + k) (B, S, A); context (T, B, C) and weights (T, B, S), the loop's outputs."""
-
-    hiddens: list[list[Tensor]]
-    gates: list[list[tuple[Tensor, Tensor, Tensor, Tensor]]]
-    energies: list[Tensor]
-    context: Tensor | None = None
-    weights: Tensor | None = None
+from .fused_backward import backward_steps, unpacked, weight_grads, zero_ended
+from .fused_types import LoopTrace, LoopWeights
+from .gru_cell import affine, gru_cell, product_dtype
 
 
 def layer_dropout(gru: torch.nn.GRU, steps: int, batch: int, device: torch.device, training: bool) -> Tensor | None:
@@ -90,28 +62,38 @@ def gather_weights(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch
 
 
 def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
-             drop: Tensor | None, w: LoopWeights, trace: LoopTrace | None = None
+             drop: Tensor | None, w: LoopWeights, trace: LoopTrace | None = None, active: list[int] | None = None
              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The forward loop, without autograd. gi_embedded (T, B, 3H) fp32 (b_ih of layer 0 included), hidden (L, B, H),
     keys (B, S, A), values (B, S, C) in the product dtype, mask_bias (B, S) 0 or -inf, drop (L-1, T, B, H) or None.
 
-    Returns top (T, B, H), context (T, B, C), attention weights (T, B, S) and the last hidden (L, B, H), all fp32;
-    fills ``trace`` when given.
+    ``active`` (T,) non-increasing: step t runs only the first active[t] rows (the sentences whose targets
+    are that long, sorted longest first); None: every row at every step.
+
+    Returns top (T, B, H), context (T, B, C), attention weights (T, B, S), zero where a row has ended, and each
+    row's hidden state (L, B, H) after its last step, all fp32; fills ``trace`` when given.
     """
     steps, layers, size = gi_embedded.size(0), hidden.size(0), hidden.size(2)
+    active = [hidden.size(1)] * steps if active is None else active
     # The backward (this module's, or autograd's through this loop) reads the energies.
     keep_energies = trace is not None or (torch.is_grad_enabled() and any(
         t.requires_grad for t in (gi_embedded, hidden, keys, values, w.top, w.ih_context, w.energy)))
     states = list(hidden.float().unbind(0))
+    ended: list[list[Tensor]] = [[] for _ in range(layers)]  # last states of the rows that stopped, last rows first
     tops, contexts, all_weights = [], [], []
-    for t in range(steps):
+    for t, rows in enumerate(active):
+        if rows < states[0].size(0):
+            for k in range(layers):
+                ended[k].append(states[k][rows:])
+            states = [state[:rows] for state in states]
+            keys, values, mask_bias = keys[:rows], values[:rows], mask_bias[:rows]
         merged = affine(states[-1], w.top, w.top_bias)
         gh_top, query = merged[:, :3 * size], merged[:, 3 * size:]
         context, weights, energies = additive_step(query, keys, values, mask_bias, w.energy, keep_energies)
-        x_gi = affine(context, w.ih_context, gi_embedded[t])
+        x_gi = affine(context, w.ih_context, gi_embedded[t, :rows])
         for k in range(layers):
             if k > 0:
-                below = states[k - 1] if drop is None else states[k - 1] * drop[k - 1, t]
+                below = states[k - 1] if drop is None else states[k - 1] * drop[k - 1, t, :rows]
                 x_gi = affine(below, w.ih[k - 1], w.ih_bias[k - 1])
             gh = gh_top if k == layers - 1 else affine(states[k], w.hh[k], w.hh_bias[k])
             states[k], gates = gru_cell(x_gi, gh, states[k])
@@ -123,33 +105,80 @@ def run_loop(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, 
         tops.append(states[-1])
         contexts.append(context)
         all_weights.append(weights)
-    return torch.stack(tops), torch.stack(contexts), torch.stack(all_weights), torch.stack(states)
+    last = torch.stack([torch.cat([state, *reversed(rows)]) for state, rows in zip(states, ended)])
+    batch = hidden.size(1)
+    return _stacked(tops, batch), _stacked(contexts, batch), _stacked(all_weights, batch), last
 
 
-def new_trace(hidden: Tensor) -> LoopTrace:
-    """An empty trace for a loop starting from hidden (L, B, H)."""
-    return LoopTrace(hiddens=[[h] for h in hidden.float().unbind(0)], gates=[[] for _ in range(hidden.size(0))],
-                     energies=[])
+def _stacked(per_step: list[Tensor], batch: int) -> Tensor:
+    """(B_t, D) per step -> (T, B, D), zeros below the B_t rows of each step."""
+    if all(x.size(0) == batch for x in per_step):
+        return torch.stack(per_step)
+    out = zero_ended(per_step[0].new_empty(len(per_step), batch, per_step[0].size(-1)), [x.size(0) for x in per_step])
+    for t, x in enumerate(per_step):
+        out[t, :x.size(0)] = x
+    return out
+
+
+def new_trace(hidden: Tensor, active: list[int]) -> LoopTrace:
+    """An empty trace for a loop starting from hidden (L, B, H) that runs ``active[t]`` rows at step t."""
+    return LoopTrace(active=active, hiddens=[[h] for h in hidden.float().unbind(0)],
+                     gates=[[] for _ in range(hidden.size(0))], energies=[])
+
+
+def active_rows(lengths: Tensor, steps: int) -> list[int]:
+    """How many of the rows, sorted longest first, run at each of ``steps`` steps: lengths (B,) CPU long."""
+    return (lengths[:, None] > torch.arange(steps)[None, :]).sum(0).tolist()
+
+
+def stepwise_recurrence(gi_embedded: Tensor, hidden: Tensor, keys: Tensor, values: Tensor, mask_bias: Tensor,
+                        drop: Tensor | None, lengths: Tensor | None, embedding_size: int, gru: torch.nn.GRU,
+                        query_proj: torch.nn.Linear, energy: torch.nn.Linear, params: list[Tensor]
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:class:`StepwiseRecurrence` over real positions only. ``lengths`` (B,) CPU long, each row's target length
+    (BOS included; None: all T): the rows run longest first (permuted there and back when they are not in
+    that order) and step t computes only the rows still open. Outputs are zero where a row has ended and
+    the last hidden is each row's state after its own last step."""
+    steps, batch = gi_embedded.shape[:2]
+    if lengths is None or bool((lengths >= steps).all()):
+        return StepwiseRecurrence.apply(gi_embedded, hidden, keys, values, mask_bias, drop, None, embedding_size,
+                                        gru, query_proj, energy, *params)
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    active = active_rows(lengths[order], steps)
+    if not bool((order == torch.arange(batch)).all()):
+        order = order.to(gi_embedded.device)
+        gi_embedded, hidden = gi_embedded.index_select(1, order), hidden.index_select(1, order)
+        keys, values, mask_bias = (x.index_select(0, order) for x in (keys, values, mask_bias))
+        drop = None if drop is None else drop.index_select(2, order)
+    else:
+        order = None
+    outputs = StepwiseRecurrence.apply(gi_embedded, hidden, keys, values, mask_bias, drop, active, embedding_size,
+                                       gru, query_proj, energy, *params)
+    if order is None:
+        return outputs
+    restore = torch.empty_like(order)
+    restore[order] = torch.arange(batch, device=order.device)
+    return tuple(x.index_select(1, restore) for x in outputs)
 
 
 class StepwiseRecurrence(torch.autograd.Function):
     """The Bahdanau decoder's recurrence over T steps as one autograd node (see the module docstring).
 
     apply(gi_embedded (T, B, 3H), hidden (L, B, H), keys (B, S, A), values (B, S, C), mask_bias (B, S),
-    drop (L-1, T, B, H) or None, embedding_size, gru, query_proj, energy, *params) -> top (T, B, H),
-    context (T, B, C), weights (T, B, S) (not differentiable), last hidden (L, B, H); ``params`` are the
-    parameters the loop reads (:func:`loop_parameters`), passed so that autograd sees them.
+    drop (L-1, T, B, H) or None, active (:func:`run_loop`) or None, embedding_size, gru, query_proj, energy,
+    *params) -> top (T, B, H), context (T, B, C), weights (T, B, S) (not differentiable), last hidden (L, B, H);
+    ``params`` are the parameters the loop reads (:func:`loop_parameters`), passed so that autograd sees them.
     """
 
     @staticmethod
-    def forward(ctx, gi_embedded, hidden, keys, values, mask_bias, drop, embedding_size, gru, query_proj, energy,
-                *params):
+    def forward(ctx, gi_embedded, hidden, keys, values, mask_bias, drop, active, embedding_size, gru, query_proj,
+                energy, *params):
         dtype = product_dtype(gi_embedded.device)
         with torch.autocast(gi_embedded.device.type, enabled=False):
             w = gather_weights(gru, query_proj, energy, embedding_size, dtype)
             keys_c, values_c = keys.to(dtype), values.to(dtype)
-            trace = new_trace(hidden)
-            outputs = run_loop(gi_embedded.float(), hidden, keys_c, values_c, mask_bias, drop, w, trace)
+            trace = new_trace(hidden, [hidden.size(1)] * gi_embedded.size(0) if active is None else active)
+            outputs = run_loop(gi_embedded.float(), hidden, keys_c, values_c, mask_bias, drop, w, trace, trace.active)
         ctx.trace, ctx.w, ctx.drop = trace, w, drop
         # Outputs only through save_for_backward: on ctx they would form a cycle (output -> grad_fn -> ctx).
         ctx.save_for_backward(keys_c, values_c, outputs[1], outputs[2])
@@ -164,9 +193,9 @@ class StepwiseRecurrence(torch.autograd.Function):
         trace.context, trace.weights = context, weights
         try:
             with torch.autocast(keys.device.type, enabled=False):
-                d_gi, d_gh, d_top_q, d_ctx, d_hidden, d_keys, d_energy = _backward_steps(
+                d_gi, d_gh, d_top_q, d_ctx, d_hidden, d_keys, d_energy = backward_steps(
                     d_top.float(), d_context.float(), d_last.float(), trace, w, keys, values, drop)
-                grads = _weight_grads(d_gi, d_gh, d_top_q, d_ctx, trace, drop, w.top.dtype)
+                grads = weight_grads(d_gi, d_gh, d_top_q, trace, drop, w.top.dtype)
                 d_values = torch.bmm(weights.permute(1, 2, 0), d_ctx.transpose(0, 1))
         finally:
             trace.context = trace.weights = None  # unpacked outputs point back at this node: no cycle may remain
@@ -181,8 +210,9 @@ class StepwiseRecurrence(torch.autograd.Function):
         for k in range(1, len(trace.hiddens)):
             params += [grads[f"ih{k}"], grads[f"ihb{k}"]]
         params += [d_top_w[3 * size:], d_top_b[3 * size:], d_energy[None, :]]
-        return (d_gi[0].to(gi_dtype), d_hidden.to(hidden_dtype), d_keys.to(keys_dtype), d_values.to(values_dtype),
-                None, None, None, None, None, None, *params)
+        d_gi_embedded = unpacked(d_gi[0], trace.active, d_hidden.size(1))
+        return (d_gi_embedded.to(gi_dtype), d_hidden.to(hidden_dtype), d_keys.to(keys_dtype),
+                d_values.to(values_dtype), None, None, None, None, None, None, None, *params)
 
 
 def loop_parameters(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torch.nn.Linear,
@@ -194,54 +224,3 @@ def loop_parameters(gru: torch.nn.GRU, query_proj: torch.nn.Linear, energy: torc
     for k in range(1, gru.num_layers):
         params += [getattr(gru, f"weight_ih_l{k}"), getattr(gru, f"bias_ih_l{k}")]
     return params + [query_proj.weight, query_proj.bias, energy.weight]
-
-
-def _backward_steps(d_top: Tensor, d_context: Tensor, d_last: Tensor, trace: LoopTrace, w: LoopWeights,
-                    keys: Tensor, values: Tensor, drop: Tensor | None):
-    """The reverse walk over time: per-step gradients of the products' outputs, collected for the weight
-    gradients, and the gradients of the initial state, the keys and the energy vector."""
-    steps, (batch, size) = len(trace.gates[0]), trace.hiddens[0][0].shape
-    layers = len(trace.hiddens)
-    dh = list(d_last.unbind(0))
-    d_gi = [d_top.new_empty(steps, batch, 3 * size) for _ in range(layers)]
-    d_gh = [d_top.new_empty(steps, batch, 3 * size) for _ in range(layers - 1)]
-    d_top_q = d_top.new_empty(steps, batch, w.top.size(0))
-    d_ctx = torch.empty_like(d_context)
-    d_keys = torch.zeros(keys.shape, dtype=torch.float32, device=keys.device)
-    d_energy = torch.zeros(keys.size(2), dtype=torch.float32, device=keys.device)
-    for t in range(steps - 1, -1, -1):
-        dh[-1] = dh[-1] + d_top[t]
-        for k in range(layers - 1, -1, -1):
-            top = k == layers - 1  # its d gh goes to d_top_q, beside the query's gradient
-            gi_grad, gh_grad, dh[k] = gru_cell_backward(dh[k], trace.hiddens[k][t], *trace.gates[k][t],
-                                                        out=(d_gi[k][t], None if top else d_gh[k][t]))
-            if top:
-                d_top_q[t, :, :3 * size] = gh_grad
-            else:
-                dh[k] = add_product(dh[k], gh_grad, w.hh[k])
-            if k > 0:
-                if drop is None:
-                    dh[k - 1] = add_product(dh[k - 1], gi_grad, w.ih[k - 1])
-                else:
-                    d_below = torch.mm(gi_grad.to(w.ih[k - 1].dtype), w.ih[k - 1]).float()
-                    dh[k - 1] = torch.addcmul(dh[k - 1], d_below, drop[k - 1, t])
-        torch.add(d_context[t], product(d_gi[0][t], w.ih_context), out=d_ctx[t])
-        d_top_q[t, :, 3 * size:] = additive_step_backward(d_ctx[t], trace.energies[t], trace.weights[t], values,
-                                                          w.energy, d_keys, d_energy)
-        dh[-1] = add_product(dh[-1], d_top_q[t], w.top)
-    return d_gi, d_gh, d_top_q, d_ctx, torch.stack(dh), d_keys, d_energy
-
-
-def _weight_grads(d_gi: list[Tensor], d_gh: list[Tensor], d_top_q: Tensor, d_ctx: Tensor, trace: LoopTrace,
-                  drop: Tensor | None, dtype: torch.dtype) -> dict[str, Tensor]:
-    """Every weight gradient of the loop as one product over all T*B rows."""
-    layers = len(trace.hiddens)
-    hiddens = [torch.stack(states) for states in trace.hiddens]  # (T+1, B, H) per layer
-    grads = {"ih_context": mm_t(d_gi[0], trace.context, dtype),
-             "top": mm_t(d_top_q, hiddens[-1][:-1], dtype), "top_bias": d_top_q.sum((0, 1))}
-    for k in range(layers - 1):
-        grads[f"hh{k}"], grads[f"hhb{k}"] = mm_t(d_gh[k], hiddens[k][:-1], dtype), d_gh[k].sum((0, 1))
-    for k in range(1, layers):
-        below = hiddens[k - 1][1:] if drop is None else hiddens[k - 1][1:] * drop[k - 1]
-        grads[f"ih{k}"], grads[f"ihb{k}"] = mm_t(d_gi[k], below, dtype), d_gi[k].sum((0, 1))
-    return grads
