@@ -203,7 +203,7 @@ def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
         tokenizer, model_cfg = data.tokenizer, ref_cfg.model
         weights = "random weights (every sentence runs to the length limit: not representative; pass --checkpoint)"
     test = reencode(data.test, tokenizer, ref_cfg.data.max_length)
-    batches = decoding_batches(test, ref_cfg.decode.batch_size, device, limit=256 if args.quick else None)
+    batches, workers = decoding_batches(test, ref_cfg.decode, device, limit=256 if args.quick else None)
     searches = {}
     for amp in ("off", "bf16") if "bf16" in args.precisions else ("off",):
         if amp == "bf16" and device.type == "cpu" and not cpu_has_bf16_matrix_units():
@@ -228,7 +228,7 @@ def run_decoding(args: argparse.Namespace, ref_cfg: Config, data: Any,
         for _ in range(args.decode_repeats):
             peaks.append(peak_flops(device))
             for key, options in searches.items():
-                rounds[key].append(time_decoding(model, batches, options, device))
+                rounds[key].append(time_decoding(model, batches, options, device, workers))
         peaks.append(peak_flops(device))
     results = {key: dataclasses.replace(median_round(r), flops=flops[key]) for key, r in rounds.items()}
     return weights, results, default_precision, statistics.median(peaks)

@@ -77,6 +77,7 @@ def figures_dict(machine: MachineInfo, args: argparse.Namespace, batch_size: Bat
         "windows": args.windows, "steps_per_window": args.steps_per_window, "warmup": args.warmup,
         "quick": args.quick, "clock": args.clock, "decode_weights": weights, "decode_repeats": args.decode_repeats,
         "decode_sentences": decoding["greedy"].sentences, "decode_batches": decoding["greedy"].batches,
+        "decode_workers": decoding["greedy"].workers,
     }
     for figure in training:
         key = figure.name.replace(" ", "_") + "_" + figure.precision
@@ -130,8 +131,9 @@ def print_table(machine: MachineInfo, args: argparse.Namespace, figures: dict[st
         print("WARNING: the floor's parameter count differs from the package model's")
     print()
     print(f"decoding: test_2016_flickr, {figures['decode_sentences']} sentences in {figures['decode_batches']} "
-          f"batches of at most {figures['decode_batch_tokens']} source tokens (decode.batch_size, as `seq2seq "
-          f"translate` batches them), search time only, median of {args.decode_repeats} round(s); {weights}")
+          f"batches of at most {figures['decode_batch_tokens']} source tokens (decode.batch_size), "
+          f"{figures['decode_workers']} searched at once (decode.workers), as `seq2seq translate` runs them; "
+          f"search time only, median of {args.decode_repeats} round(s); {weights}")
     for key, label, rate_key, search in (
             ("greedy", "greedy fp32", "greedy_sents_per_s_fp32", "greedy"),
             ("beam5", "beam 5 fp32", "beam5_sents_per_s_fp32", "beam5"),

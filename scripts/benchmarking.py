@@ -29,7 +29,7 @@ from torch import Tensor
 from flops import now
 from seq2seq.config import Config, DecodeConfig
 from seq2seq.data import Batch, EncodedCorpus
-from seq2seq.data.batches import length_sorted_batches
+from seq2seq.search.workers import map_on_workers, plan_batches
 from seq2seq.device import AmpSettings
 from seq2seq.model import Seq2Seq
 from seq2seq.search import search
@@ -300,10 +300,11 @@ def package_trainer(cfg: Config, src_vocab_size: int, tgt_vocab_size: int, devic
     return PackageTrainer(model=model, step=step)
 
 
-def decoding_batches(corpus: EncodedCorpus, max_tokens: int, device: torch.device,
-                     limit: int | None = None) -> list[Batch]:
-    """The test sentences batched as ``seq2seq translate`` batches them: longest first, at most
-    ``max_tokens`` padded source tokens per batch (``decode.batch_size``; ``length_sorted_batches``).
+def decoding_batches(corpus: EncodedCorpus, decode: DecodeConfig, device: torch.device,
+                     limit: int | None = None) -> tuple[list[Batch], int]:
+    """The test sentences batched as ``seq2seq translate`` batches them (``plan_batches``: longest first,
+    at most ``decode.batch_size`` padded source tokens per batch, smaller where ``decode.workers``
+    search side by side), and how many batches it searches at once on ``device``.
 
     ``limit`` keeps an evenly spread subset (every k-th sentence), so its lengths resemble the whole set's.
     """
@@ -312,8 +313,9 @@ def decoding_batches(corpus: EncodedCorpus, max_tokens: int, device: torch.devic
         stride = len(corpus) / limit
         indices = [int(i * stride) for i in range(limit)]
     subset = EncodedCorpus.from_ids([corpus.src_ids[i] for i in indices], [corpus.tgt_ids[i] for i in indices])
-    order = length_sorted_batches([int(n) for n in subset.src_lengths], max_tokens)
-    return [subset.collate(rows).to(device) for rows in order]
+    order, workers = plan_batches([int(n) for n in subset.src_lengths], decode.batch_size, decode.workers, device,
+                                  sampling=False)
+    return [subset.collate(rows).to(device) for rows in order], workers
 
 
 @dataclass
@@ -327,30 +329,30 @@ class DecodeThroughput:
     peak_memory_mib: float
     flops: float = float("nan")  # the model FLOPs of one search over the batches (flops.py)
     batches: int = 0
+    workers: int = 1  # batches searched at once (decode.workers)
 
 
 def time_decoding(model: torch.nn.Module, batches: list[Batch], options: DecodeConfig,
-                  device: torch.device) -> DecodeThroughput:
+                  device: torch.device, workers: int = 1) -> DecodeThroughput:
     """Time ``seq2seq.search.search`` (greedy for beam size 1, else beam; in the precision ``options.amp``
-    gives) on each batch: search time only, as ``seq2seq translate`` runs it.
+    gives) over the batches, ``workers`` at a time: search time only, as ``seq2seq translate`` runs it.
 
     The first batch runs once untimed as warm-up; collation and copies happen before the clock starts.
     """
     model.eval()
     reset_peak_memory(device)
-    seconds, sentences, output_tokens = 0.0, 0, 0
     search(model, batches[0].src_ids, batches[0].src_lengths, options)
-    for batch in batches:
-        synchronize(device)
-        start = now()
-        hypotheses = search(model, batch.src_ids, batch.src_lengths, options)
-        synchronize(device)
-        seconds += now() - start
-        sentences += len(batch)
-        output_tokens += sum(len(nbest[0].tgt_ids) + 1 for nbest in hypotheses)
+    synchronize(device)
+    start = now()
+    hypotheses = map_on_workers(lambda batch: search(model, batch.src_ids, batch.src_lengths, options),
+                                batches, workers)
+    synchronize(device)
+    seconds = now() - start
+    sentences = sum(len(batch) for batch in batches)
+    output_tokens = sum(len(nbest[0].tgt_ids) + 1 for batch_hypotheses in hypotheses for nbest in batch_hypotheses)
     return DecodeThroughput(sents_per_s=sentences / seconds, seconds=seconds, sentences=sentences,
                             output_tokens=output_tokens, peak_memory_mib=peak_memory_mib(device),
-                            batches=len(batches))
+                            batches=len(batches), workers=workers)
 
 
 def reencode(corpus: EncodedCorpus, tokenizer: Any, max_length: int) -> EncodedCorpus:

@@ -97,10 +97,10 @@ def time_test_decoding(checkpoint: str, config: str, device: torch.device, limit
     loaded = load_model(checkpoint, device)
     cfg = load_config(config, [])
     test = reencode(prepare(cfg, verbose=False).test, loaded.tokenizer, cfg.data.max_length)
-    batches = decoding_batches(test, loaded.config.decode.batch_size, device, limit=limit)
+    batches, workers = decoding_batches(test, loaded.config.decode, device, limit=limit)
     for beam in (1, 5):
         options = dataclasses.replace(loaded.config.decode, beam_size=beam, nbest=1)
-        result = time_decoding(loaded.model, batches, options, device)
+        result = time_decoding(loaded.model, batches, options, device, workers)
         print(f"{'greedy' if beam == 1 else 'beam 5'} ({device}, decode.amp={options.amp}): {result.sentences} "
               f"sentences in {result.seconds:.2f} s = {result.sents_per_s:,.0f} sentences/s")
     return 0

@@ -20,12 +20,13 @@ from torch import Tensor
 
 from .checkpoint import load_model
 from .config import Config, DecodeConfig
-from .data.batches import length_sorted_batches, pad_ids
+from .data.batches import pad_ids
 from .device import resolve_decode_amp, resolve_device
 from .ensemble import Ensemble
 from .errors import CheckpointError, ConfigError
 from .forced import PairScore, score_pairs
 from .search import Hypothesis, search
+from .search.workers import map_on_workers, plan_batches
 
 logger = logging.getLogger(__name__)
 
@@ -189,13 +190,23 @@ class Translator:
                          name: str, generator: torch.Generator | None = None) -> list[TranslatedLine]:
         src_ids = self._encode(chunk, name)
         nbest_lists: list[list[Hypothesis]] = [[] for _ in chunk]
-        for batch in length_sorted_batches([len(ids) for ids in src_ids], options.batch_size):
-            results = self.search_ids([src_ids[i] for i in batch], options, return_attention, generator)
+        for batch, results in self._search_batches(src_ids, options, return_attention, generator):
             for index, nbest in zip(batch, results):
                 nbest_lists[index] = nbest
         return [TranslatedLine(number=number, src_text=text, src_ids=ids,
                                nbest=self._to_translations(ids, nbest))
                 for (number, text), ids, nbest in zip(chunk, src_ids, nbest_lists)]
+
+    def _search_batches(self, src_ids: list[list[int]], options: DecodeConfig, return_attention: bool,
+                        generator: torch.Generator | None) -> list[tuple[list[int], list[list[Hypothesis]]]]:
+        """Each length-sorted batch of ``src_ids`` (indices) with its n-best lists; on a CPU,
+        ``decode.workers`` batches at a time (see :mod:`seq2seq.search.workers`)."""
+        batches, workers = plan_batches([len(ids) for ids in src_ids], options.batch_size, options.workers,
+                                        self.device, options.sampling)
+        results = map_on_workers(
+            lambda batch: self.search_ids([src_ids[i] for i in batch], options, return_attention, generator),
+            batches, workers)
+        return list(zip(batches, results))
 
     def _encode(self, chunk: list[tuple[int, str]], name: str) -> list[list[int]]:
         """Source ids of each line, truncated to ``data.max_length`` with a warning naming the line."""

@@ -36,6 +36,8 @@ def decode_arguments(sub: argparse.ArgumentParser, model_folders: bool = False) 
     sub.add_argument("--min-length", type=int, help="minimum output length in tokens")
     sub.add_argument("--no-repeat-ngram", type=int, help="block repeated n-grams of this size; 0 = off")
     sub.add_argument("--batch-size", type=int, help="tokens per decoding batch")
+    sub.add_argument("--workers", type=int, help="CPU: batches searched at once, each on its share of the threads; "
+                                                 "0 = one per thread, 1 = one at a time (default: decode.workers)")
     sub.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"],
                      help="search precision (decode.amp): auto = bf16 for beam search where the device has "
                           "bf16 matrix units; off = fp32")
@@ -56,7 +58,7 @@ def decode_arguments(sub: argparse.ArgumentParser, model_folders: bool = False) 
 
 def decode_overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = ("beam_size", "nbest", "length_penalty", "max_length_a", "max_length_b", "min_length",
-             "no_repeat_ngram", "batch_size", "amp", "sampling", "temperature", "top_k", "top_p", "seed")
+             "no_repeat_ngram", "batch_size", "workers", "amp", "sampling", "temperature", "top_k", "top_p", "seed")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

@@ -197,6 +197,9 @@ class DecodeConfig:
     nbest: int = 1  # hypotheses returned per sentence, best first
     no_repeat_ngram: int = 0  # 0 = off
     batch_size: int = 4000  # tokens per decoding batch
+    # On a CPU, batches searched at once, each on its share of torch's threads (seq2seq.search.workers):
+    # 0 = one per thread; 1 = one batch at a time on all threads. Other devices search one at a time.
+    workers: int = 0
     # Autocast for search: auto = bf16 for beam search where the device has bf16 matrix units
     # (and fp16 on GPUs without bf16); off = fp32. See device.resolve_decode_amp.
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
@@ -225,6 +228,7 @@ class DecodeConfig:
         _require(self.min_length >= 0, "decode.min_length", "must not be negative", self.min_length)
         _require(self.no_repeat_ngram >= 0, "decode.no_repeat_ngram", "must not be negative", self.no_repeat_ngram)
         _require(self.batch_size >= 1, "decode.batch_size", "must be at least 1", self.batch_size)
+        _require(self.workers >= 0, "decode.workers", "must not be negative (0 = one per torch thread)", self.workers)
 
 
 @dataclass(frozen=True)
