@@ -101,13 +101,7 @@ def test_the_loops_backward_equals_autograd_through_the_same_forward_with_dropou
     model = _model(num_layers)
     decoder, (steps, batch, size, src_len) = model.decoder, (4, 3, 7, 5)
     params = loop_parameters(decoder.gru, decoder.attention.query_proj, decoder.attention.energy, 6)
-    gi = torch.randn(steps, batch, 3 * size, requires_grad=True)
-    hidden = torch.randn(num_layers, batch, size, requires_grad=True)
-    keys, values = torch.randn(batch, src_len, size, requires_grad=True), torch.randn(batch, src_len, 10,
-                                                                                    requires_grad=True)
-    mask_bias = torch.zeros(batch, src_len)
-    mask_bias[1, 3:] = float("-inf")
-    drop = torch.empty(num_layers - 1, steps, batch, size).bernoulli_(0.7).div_(0.7)
+    gi, hidden, keys, values, mask_bias, drop = random_loop_inputs(num_layers, steps, batch, size, src_len)
     inputs = [gi, hidden, keys, values, *params]
     outputs = StepwiseRecurrence.apply(gi, hidden, keys, values, mask_bias, drop, None, 6, decoder.gru,
                                        decoder.attention.query_proj, decoder.attention.energy, *params)
@@ -119,6 +113,20 @@ def test_the_loops_backward_equals_autograd_through_the_same_forward_with_dropou
     reference = torch.autograd.grad([expected[i] for i in (0, 1, 3)], inputs, upstream)
     for index, (grad, expected_grad) in enumerate(zip(ours, reference)):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5, msg=f"input {index}")
+
+
+def random_loop_inputs(num_layers: int, steps: int, batch: int, size: int, src_len: int) -> tuple[torch.Tensor, ...]:
+    """Random inputs of the fused loop (gi, hidden, keys, values of width 10, a mask bias hiding the
+    source positions from 3 on in row 1, dropout masks between layers at p = 0.3), the first four
+    requiring gradients."""
+    gi = torch.randn(steps, batch, 3 * size, requires_grad=True)
+    hidden = torch.randn(num_layers, batch, size, requires_grad=True)
+    keys = torch.randn(batch, src_len, size, requires_grad=True)
+    values = torch.randn(batch, src_len, 10, requires_grad=True)
+    mask_bias = torch.zeros(batch, src_len)
+    mask_bias[1, 3:] = float("-inf")
+    drop = torch.empty(num_layers - 1, steps, batch, size).bernoulli_(0.7).div_(0.7)
+    return gi, hidden, keys, values, mask_bias, drop
 
 
 def _differentiable_weights(params: list[torch.Tensor], num_layers: int) -> LoopWeights:

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from seq2seq.model.fused import StepwiseRecurrence, active_rows, loop_parameters, run_loop, stepwise_recurrence
-from test_fused_decoder import _differentiable_weights, _loss_and_grads, _model, _stepped_with_nn_gru
+from test_fused_decoder import (_differentiable_weights, _loss_and_grads, _model, _stepped_with_nn_gru,
+                                random_loop_inputs)
 
 VOCAB = 19
 TGT_LENGTHS = torch.tensor([3, 7, 1, 5, 7])  # BOS + target: rows end at different steps, not sorted
@@ -63,13 +64,7 @@ def test_the_packed_loops_backward_equals_autograd_through_the_same_packed_forwa
     params = loop_parameters(decoder.gru, decoder.attention.query_proj, decoder.attention.energy, 6)
     active = active_rows(torch.tensor([5, 5, 3, 1]), steps)
     assert active == [4, 3, 3, 2, 2]
-    gi = torch.randn(steps, batch, 3 * size, requires_grad=True)
-    hidden = torch.randn(num_layers, batch, size, requires_grad=True)
-    keys = torch.randn(batch, src_len, size, requires_grad=True)
-    values = torch.randn(batch, src_len, 10, requires_grad=True)
-    mask_bias = torch.zeros(batch, src_len)
-    mask_bias[1, 3:] = float("-inf")
-    drop = torch.empty(num_layers - 1, steps, batch, size).bernoulli_(0.7).div_(0.7)
+    gi, hidden, keys, values, mask_bias, drop = random_loop_inputs(num_layers, steps, batch, size, src_len)
     inputs = [gi, hidden, keys, values, *params]
     ours = StepwiseRecurrence.apply(gi, hidden, keys, values, mask_bias, drop, active, 6, decoder.gru,
                                     decoder.attention.query_proj, decoder.attention.energy, *params)
