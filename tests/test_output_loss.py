@@ -110,7 +110,8 @@ def test_under_bf16_autocast_it_stays_close_to_the_two_step_path() -> None:
         torch.testing.assert_close(grad, expected_grad, rtol=0.05, atol=0.02 * expected_grad.abs().max().item())
 
 
-@pytest.mark.parametrize("change, label", [("chunked-loss", "logits, then loss"), ("dropout-masks", "bernoulli_")])
+@pytest.mark.parametrize("change, label", [("chunked-loss", "logits, then loss"), ("dropout-masks", "bernoulli_"),
+                                           ("packed-loop", "through the padding")])
 def test_the_ab_script_times_both_paths(change: str, label: str) -> None:
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "scripts/training_step_ab.py", "--change", change, "--sentences", "4",
