@@ -103,7 +103,8 @@ def main() -> None:
     model = Seq2Seq.from_config(cfg.model, args.vocab, args.vocab).train()
     src, lengths, tgt = batch(args.vocab, args.sentences)
     if args.padded_targets or args.change == "packed-loop":
-        tgt[torch.arange(tgt.size(1))[None, :] > lengths[:, None]] = PAD_ID  # BOS-like first token + length tokens
+        # row b keeps its first (input-only) token and lengths[b] target tokens: targets as long as their sources
+        tgt[torch.arange(tgt.size(1))[None, :] > lengths[:, None]] = PAD_ID
     objective, optimizer = loss.Objective(model, cfg.train.label_smoothing, 1.0), build_optimizer(model, cfg.train)
 
     def steps(n: int = 3) -> float:
