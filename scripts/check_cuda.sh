@@ -6,8 +6,9 @@
 #
 # 1. the CUDA tests (tests/test_cuda.py; they skip without a GPU) and the fused encoder and decoder tests;
 # 2. the GRU dtype under bf16 autocast, host syncs and kernel launches per training step and per decoder step;
-# 3. two epochs of Multi30k (reference config, bf16; the dry run: fp32 on CPUs without bf16 units) at two
-#    token batch sizes: epoch time, tokens/s, GPU utilisation, peak GPU memory, dev BLEU;
+# 3. two epochs of Multi30k (the GPU config, multi30k_de_en_gpu.yaml, in bf16; the dry run: fp32 on CPUs
+#    without bf16 units) at its batch size and twice it: epoch time, tokens/s, GPU utilisation, peak GPU
+#    memory, dev BLEU;
 # 4. greedy and beam-5 decoding time of test_2016_flickr with the model trained in 3;
 # 5. exact resume under train.deterministic: 4 steps in one run == 2 steps, then 2 more after --resume.
 # Without a GPU it falls back to the dry run. Output directory: $CHECK_CUDA_OUT (default: a new temp dir).
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 CONFIG=configs/multi30k_de_en.yaml
+GPU_CONFIG=configs/multi30k_de_en_gpu.yaml  # the reference model in 8,192-token batches
 OUT=${CHECK_CUDA_OUT:-$(mktemp -d -t check_cuda.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -44,7 +46,7 @@ $PY -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_fused_dec
 echo "== 2. dtype, host syncs, kernel launches"
 $PY scripts/cuda_probe.py --config "$CONFIG" --device "$DEVICE"
 
-echo "== 3. Multi30k training, train.amp=$AMP"
+echo "== 3. Multi30k training ($GPU_CONFIG), train.amp=$AMP"
 for BS in $BATCH_SIZES; do
     RUN="$OUT/train_$BS"
     SAMPLER=""
@@ -53,7 +55,7 @@ for BS in $BATCH_SIZES; do
         SAMPLER=$!
     fi
     START=$(date +%s.%N)
-    $PY -m seq2seq -q train "$CONFIG" --run-dir "$RUN" --overwrite --set train.device=$DEVICE \
+    $PY -m seq2seq -q train "$GPU_CONFIG" --run-dir "$RUN" --overwrite --set train.device=$DEVICE \
         --set train.amp=$AMP --set train.batch_size=$BS --set train.patience=0 "${LENGTH[@]}"
     END=$(date +%s.%N)
     [[ -n $SAMPLER ]] && kill "$SAMPLER"
@@ -66,7 +68,7 @@ done
 
 echo "== 4. decoding test_2016_flickr"
 LAST_BS=${BATCH_SIZES##* }
-$PY scripts/cuda_probe.py --config "$CONFIG" --device "$DEVICE" --time-decoding "$OUT/train_$LAST_BS/last.pt" "${DECODE_LIMIT[@]}"
+$PY scripts/cuda_probe.py --config "$GPU_CONFIG" --device "$DEVICE" --time-decoding "$OUT/train_$LAST_BS/last.pt" "${DECODE_LIMIT[@]}"
 
 echo "== 5. exact resume under train.deterministic"
 COMMON=(--set train.device=$DEVICE --set train.amp=$AMP --set train.deterministic=true --set train.patience=0

@@ -162,6 +162,19 @@ def test_shipped_configs_load_and_build_a_model_that_runs(name: str) -> None:
     assert logits.shape == (2, 3, vocab) and torch.isfinite(logits).all()
 
 
+def test_the_gpu_config_trains_the_reference_model_in_larger_batches() -> None:
+    # Same data, tokenizer and model, so its checkpoints and scores compare with the reference's;
+    # only how it trains and how many tokens a batch holds differ.
+    reference, gpu = (config_to_dict(load_config(CONFIGS / name))
+                      for name in ("multi30k_de_en.yaml", "multi30k_de_en_gpu.yaml"))
+    for section in ("data", "tokenizer", "model"):
+        assert gpu[section] == reference[section], section
+    assert gpu["train"]["batch_size"] == 4 * reference["train"]["batch_size"]
+    assert gpu["train"]["lr"] > reference["train"]["lr"] and gpu["train"]["warmup_steps"] > 0
+    changed = {key for key, value in gpu["decode"].items() if reference["decode"][key] != value}
+    assert changed == {"batch_size"}
+
+
 def test_cli_reports_a_config_error_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["prepare", str(CONFIGS / "tiny.yaml"), "--set", "train.lr=fast"])
     assert status == 2
